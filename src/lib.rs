@@ -1,0 +1,27 @@
+//! # resilient-kv
+//!
+//! A crash-resilient, thread-safe, embedded key-value store for application state: settings,
+//! feature flags, session state, counters. Values are JSON-like ([`Value`]) and are stored in
+//! the BONJSON binary format by this crate's own codec ([`bonjson`]).
+//!
+//! ```
+//! use resilient_kv::{bonjson, Value};
+//!
+//! let settings: Value = [("theme", Value::from("dark")), ("volume", Value::Integer(30))]
+//!     .into_iter()
+//!     .collect();
+//! let bytes = bonjson::encode(&settings)?;
+//! assert_eq!(bonjson::decode(&bytes)?, settings);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod bonjson;
+#[cfg(feature = "serde")]
+mod serde_impl;
+mod value;
+
+#[cfg(feature = "serde")]
+pub use serde_impl::{ValueError, from_value, to_value};
+pub use value::Value;
