@@ -57,7 +57,9 @@ impl PartialEq for Value {
         match (self, other) {
             (Null, Null) => true,
             (Boolean(a), Boolean(b)) => a == b,
-            (Integer(_) | Unsigned(_), Integer(_) | Unsigned(_)) => self.as_i128() == other.as_i128(),
+            (Integer(_) | Unsigned(_), Integer(_) | Unsigned(_)) => {
+                self.as_i128() == other.as_i128()
+            }
             (Float(a), Float(b)) => a == b && a.is_sign_negative() == b.is_sign_negative(),
             (BigNumber(a), BigNumber(b)) => a == b,
             (String(a), String(b)) => a == b,
@@ -126,9 +128,15 @@ impl Value {
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Float(f) => Some(*f),
-            #[expect(clippy::cast_precision_loss, reason = "documented as possibly rounding")]
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "documented as possibly rounding"
+            )]
             Value::Integer(i) => Some(*i as f64),
-            #[expect(clippy::cast_precision_loss, reason = "documented as possibly rounding")]
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "documented as possibly rounding"
+            )]
             Value::Unsigned(u) => Some(*u as f64),
             Value::BigNumber(b) => Some(b.to_f64()),
             _ => None,
@@ -312,7 +320,11 @@ impl<V: Into<Value>> From<HashMap<String, V>> for Value {
 impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for Value {
     /// Collects key/value pairs into a [`Value::Object`].
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Value::Object(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Value::Object(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 

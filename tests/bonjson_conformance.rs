@@ -63,16 +63,30 @@ fn bonjson_conformance_suite() {
     let dir = suite_dir();
     let config_path = dir.join("config.json");
     let config: Json = read_json(&config_path);
-    assert_eq!(config["type"], "bonjson-test-config", "{} is not a test config", config_path.display());
-    let sources = config["sources"].as_array().expect("config.json has a sources array");
+    assert_eq!(
+        config["type"],
+        "bonjson-test-config",
+        "{} is not a test config",
+        config_path.display()
+    );
+    let sources = config["sources"]
+        .as_array()
+        .expect("config.json has a sources array");
 
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for source in sources {
         let rel = source["path"].as_str().expect("each source has a path");
         let path = dir.join(rel);
         let file: Json = read_json(&path);
-        assert_eq!(file["type"], "bonjson-test", "{} is not a test file", path.display());
-        let tests = file["tests"].as_array().expect("test file has a tests array");
+        assert_eq!(
+            file["type"],
+            "bonjson-test",
+            "{} is not a test file",
+            path.display()
+        );
+        let tests = file["tests"]
+            .as_array()
+            .expect("test file has a tests array");
         for test in tests {
             let Some(name) = test.get("name").and_then(Json::as_str) else {
                 continue; // a comment-only divider
@@ -135,7 +149,9 @@ fn run_test(test: &Json) -> Outcome {
             let expected = hex(&test["expected_bytes"]);
             match bonjson::encode_with(&value, &options.limits) {
                 Ok(bytes) if bytes == expected => Outcome::Pass,
-                Ok(bytes) => Outcome::Fail(format!("encoded {bytes:02x?}, expected {expected:02x?}")),
+                Ok(bytes) => {
+                    Outcome::Fail(format!("encoded {bytes:02x?}, expected {expected:02x?}"))
+                }
                 Err(e) => Outcome::Fail(format!("encode failed: {e}")),
             }
         }
@@ -187,7 +203,9 @@ fn run_test(test: &Json) -> Outcome {
 /// Maps the test's `options` onto ours, or explains why the test must be skipped.
 fn options_of(test: &Json) -> Result<DecodeOptions, String> {
     let mut options = DecodeOptions::default();
-    let Some(map) = test.get("options") else { return Ok(options) };
+    let Some(map) = test.get("options") else {
+        return Ok(options);
+    };
     let map = map.as_object().expect("options is an object");
     for (name, setting) in map {
         let unsupported = || Err(format!("option {name}={setting} is not supported"));
@@ -228,8 +246,12 @@ fn options_of(test: &Json) -> Result<DecodeOptions, String> {
 }
 
 fn hex(field: &Json) -> Vec<u8> {
-    let text: String = field.as_str().expect("hex fields are strings").split_whitespace().collect();
-    assert!(text.len() % 2 == 0, "odd number of hex digits in {text}");
+    let text: String = field
+        .as_str()
+        .expect("hex fields are strings")
+        .split_whitespace()
+        .collect();
+    assert!(text.len().is_multiple_of(2), "odd number of hex digits in {text}");
     (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digits"))
@@ -258,7 +280,11 @@ fn parse_value(json: &Json) -> Value {
                 return parse_number(number.as_str().expect("$number holds a string"));
             }
             assert!(!map.contains_key("$bytes"), "$bytes needs raw_string_bytes");
-            Value::Object(map.iter().map(|(k, v)| (k.clone(), parse_value(v))).collect())
+            Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), parse_value(v)))
+                    .collect(),
+            )
         }
     }
 }
@@ -274,7 +300,10 @@ fn parse_number(text: &str) -> Value {
         Some(rest) => (true, rest),
         None => (false, text.strip_prefix('+').unwrap_or(text)),
     };
-    if let Some(hex_text) = unsigned.strip_prefix("0x").or_else(|| unsigned.strip_prefix("0X")) {
+    if let Some(hex_text) = unsigned
+        .strip_prefix("0x")
+        .or_else(|| unsigned.strip_prefix("0X"))
+    {
         if hex_text.contains(['p', 'P']) {
             let f = parse_hex_float(hex_text);
             return Value::Float(if negative { -f } else { f });
@@ -307,7 +336,11 @@ fn parse_number(text: &str) -> Value {
 }
 
 fn integer_value(negative: bool, magnitude: u128, text: &str) -> Value {
-    let signed = if negative { -(magnitude as i128) } else { magnitude as i128 };
+    let signed = if negative {
+        -(magnitude as i128)
+    } else {
+        magnitude as i128
+    };
     if let Ok(i) = i64::try_from(signed) {
         Value::Integer(i)
     } else if let Ok(u) = u64::try_from(signed) {
@@ -358,7 +391,9 @@ fn semantic_eq(a: &Value, b: &Value) -> bool {
 }
 
 fn objects_eq(x: &HashMap<String, Value>, y: &HashMap<String, Value>) -> bool {
-    x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| semantic_eq(v, w)))
+    x.len() == y.len()
+        && x.iter()
+            .all(|(k, v)| y.get(k).is_some_and(|w| semantic_eq(v, w)))
 }
 
 enum Num {

@@ -33,9 +33,17 @@ impl BigNumber {
             magnitude.pop();
         }
         if magnitude.is_empty() {
-            return BigNumber { negative: false, magnitude, exponent: 0 };
+            return BigNumber {
+                negative: false,
+                magnitude,
+                exponent: 0,
+            };
         }
-        BigNumber { negative, magnitude, exponent }
+        BigNumber {
+            negative,
+            magnitude,
+            exponent,
+        }
     }
 
     /// Whether the number is below zero.
@@ -201,7 +209,10 @@ mod tests {
         assert_eq!((n.magnitude_le(), n.exponent()), (&[15_u8][..], -1));
         assert_eq!(n.to_f64(), 1.5);
         assert_eq!(BigNumber::parse("-0").unwrap().to_string(), "0");
-        assert_eq!(BigNumber::parse("65537").unwrap().magnitude_le(), &[1, 0, 1]);
+        assert_eq!(
+            BigNumber::parse("65537").unwrap().magnitude_le(),
+            &[1, 0, 1]
+        );
         assert!(BigNumber::parse("1.2.3").is_none());
         assert!(BigNumber::parse("").is_none());
         assert!(BigNumber::parse("e5").is_none());

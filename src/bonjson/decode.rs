@@ -24,7 +24,10 @@ pub fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
 pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<Value, DecodeError> {
     let (value, used) = decode_prefix(bytes, options)?;
     if used != bytes.len() && !options.allow_trailing_bytes {
-        return Err(DecodeError { kind: ErrorKind::TrailingBytes, offset: used });
+        return Err(DecodeError {
+            kind: ErrorKind::TrailingBytes,
+            offset: used,
+        });
     }
     Ok(value)
 }
@@ -70,7 +73,10 @@ type Result<T, E = DecodeError> = std::result::Result<T, E>;
 
 impl<'a> Decoder<'a> {
     fn fail<T>(&self, kind: ErrorKind) -> Result<T> {
-        Err(DecodeError { kind, offset: self.pos })
+        Err(DecodeError {
+            kind,
+            offset: self.pos,
+        })
     }
 
     fn fail_at<T>(&self, kind: ErrorKind, offset: usize) -> Result<T> {
@@ -169,7 +175,11 @@ impl<'a> Decoder<'a> {
     }
 
     fn finite(&self, f: f64, start: usize) -> Result<Value> {
-        if f.is_finite() { Ok(Value::Float(f)) } else { self.fail_at(ErrorKind::InvalidData, start) }
+        if f.is_finite() {
+            Ok(Value::Float(f))
+        } else {
+            self.fail_at(ErrorKind::InvalidData, start)
+        }
     }
 
     fn short_string(&mut self, type_code: u8) -> Result<String> {
@@ -229,7 +239,11 @@ impl<'a> Decoder<'a> {
     }
 
     fn array(&mut self, depth: usize) -> Result<Value> {
-        let mut items = Vec::new();
+        if self.peek()? == code::END {
+            self.pos += 1;
+            return Ok(Value::Array(Vec::new()));
+        }
+        let mut items = Vec::with_capacity(4);
         while self.peek()? != code::END {
             if items.len() >= bound(self.options.limits.max_container_size) {
                 return self.fail(ErrorKind::MaxContainerSizeExceeded);
@@ -241,7 +255,12 @@ impl<'a> Decoder<'a> {
     }
 
     fn object(&mut self, depth: usize) -> Result<Value> {
-        let mut map = HashMap::new();
+        if self.peek()? == code::END {
+            self.pos += 1;
+            return Ok(Value::Object(HashMap::new()));
+        }
+        // Most stored objects are small settings records: one allocation covers them.
+        let mut map = HashMap::with_capacity(8);
         let mut nfc = NfcKeys::default();
         loop {
             let key_start = self.pos;
@@ -287,7 +306,10 @@ impl<'a> Decoder<'a> {
 
     fn record_instance(&mut self, depth: usize, start: usize) -> Result<Value> {
         let index = self.leb128()?;
-        let keys = match usize::try_from(index).ok().and_then(|i| self.records.get(i)) {
+        let keys = match usize::try_from(index)
+            .ok()
+            .and_then(|i| self.records.get(i))
+        {
             Some(keys) => Rc::clone(keys),
             None => return self.fail_at(ErrorKind::InvalidData, start),
         };
@@ -337,15 +359,21 @@ impl<'a> Decoder<'a> {
         let mut items = Vec::with_capacity(count);
         for (i, chunk) in data.chunks_exact(width).enumerate() {
             let mut raw = [0_u8; 8];
-            raw.get_mut(..width).unwrap_or_default().copy_from_slice(chunk);
+            raw.get_mut(..width)
+                .unwrap_or_default()
+                .copy_from_slice(chunk);
             let item = match type_code {
                 0xfe => Value::Integer(i64::from(raw[0])),
                 0xfd => Value::Integer(i64::from(u16::from_le_bytes([raw[0], raw[1]]))),
-                0xfc => Value::Integer(i64::from(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))),
+                0xfc => Value::Integer(i64::from(u32::from_le_bytes([
+                    raw[0], raw[1], raw[2], raw[3],
+                ]))),
                 0xfb => Value::from(u64::from_le_bytes(raw)),
                 0xfa => Value::Integer(i64::from(raw[0] as i8)),
                 0xf9 => Value::Integer(i64::from(i16::from_le_bytes([raw[0], raw[1]]))),
-                0xf8 => Value::Integer(i64::from(i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))),
+                0xf8 => Value::Integer(i64::from(i32::from_le_bytes([
+                    raw[0], raw[1], raw[2], raw[3],
+                ]))),
                 0xf7 => Value::Integer(i64::from_le_bytes(raw)),
                 0xf6 => {
                     let f = f32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
@@ -414,7 +442,12 @@ mod tests {
     fn records_expand_and_fill_nulls() {
         let doc = [0xb9, 0x66, b'a', 0x66, b'b', 0xb6, 0xba, 0x00, 0x01, 0xb6];
         let v = decode(&doc).unwrap();
-        assert_eq!(v, [("a", Value::Integer(1)), ("b", Value::Null)].into_iter().collect());
+        assert_eq!(
+            v,
+            [("a", Value::Integer(1)), ("b", Value::Null)]
+                .into_iter()
+                .collect()
+        );
     }
 
     #[test]

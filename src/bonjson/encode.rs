@@ -20,7 +20,11 @@ pub fn encode_with(value: &Value, limits: &Limits) -> Result<Vec<u8>, EncodeErro
 /// Appends the encoding of `value` to `out`. On error `out` is left as it was.
 pub fn encode_into(value: &Value, limits: &Limits, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let start = out.len();
-    let result = Encoder { sink: &mut *out, limits }.document(value);
+    let result = Encoder {
+        sink: &mut *out,
+        limits,
+    }
+    .document(value);
     if result.is_err() {
         out.truncate(start);
     }
@@ -32,11 +36,22 @@ pub fn encode_into(value: &Value, limits: &Limits, out: &mut Vec<u8>) -> Result<
 /// If `out` is too small the error says how many bytes are needed
 /// ([`EncodeError::BufferTooSmall`]); the bytes of `out` are then unspecified. This is how the
 /// journal writes a record straight into its memory map without an intermediate buffer.
-pub fn encode_to_slice(value: &Value, limits: &Limits, out: &mut [u8]) -> Result<usize, EncodeError> {
+pub fn encode_to_slice(
+    value: &Value,
+    limits: &Limits,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     let mut sink = SliceSink { out, len: 0 };
-    Encoder { sink: &mut sink, limits }.document(value)?;
+    Encoder {
+        sink: &mut sink,
+        limits,
+    }
+    .document(value)?;
     if sink.len > sink.out.len() {
-        return Err(EncodeError::BufferTooSmall { needed: sink.len, available: sink.out.len() });
+        return Err(EncodeError::BufferTooSmall {
+            needed: sink.len,
+            available: sink.out.len(),
+        });
     }
     Ok(sink.len)
 }
@@ -44,7 +59,11 @@ pub fn encode_to_slice(value: &Value, limits: &Limits, out: &mut [u8]) -> Result
 /// The exact number of bytes [`encode_with`] would produce, after the same checks.
 pub fn encoded_len(value: &Value, limits: &Limits) -> Result<usize, EncodeError> {
     let mut sink = CountSink(0);
-    Encoder { sink: &mut sink, limits }.document(value)?;
+    Encoder {
+        sink: &mut sink,
+        limits,
+    }
+    .document(value)?;
     Ok(sink.0)
 }
 
@@ -218,7 +237,10 @@ impl<S: Sink + ?Sized> Encoder<'_, S> {
         if !f.is_finite() {
             return Err(refuse(ErrorKind::InvalidData));
         }
-        #[expect(clippy::cast_possible_truncation, reason = "the round trip checks for loss")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the round trip checks for loss"
+        )]
         let narrow = f as f32;
         if f64::from(narrow).to_bits() == f.to_bits() {
             self.sink.put_byte(code::FLOAT32);
@@ -279,7 +301,11 @@ impl<S: Sink + ?Sized> Encoder<'_, S> {
 }
 
 pub(crate) fn max_exponent(limits: &Limits) -> u64 {
-    if limits.max_bignumber_exponent == 0 { u64::MAX } else { limits.max_bignumber_exponent }
+    if limits.max_bignumber_exponent == 0 {
+        u64::MAX
+    } else {
+        limits.max_bignumber_exponent
+    }
 }
 
 pub(crate) fn zigzag(v: i64) -> u64 {
@@ -329,10 +355,16 @@ mod tests {
         let needed = encoded_len(&v, &Limits::default()).unwrap();
         assert_eq!(
             encode_to_slice(&v, &Limits::default(), &mut small),
-            Err(EncodeError::BufferTooSmall { needed, available: 8 })
+            Err(EncodeError::BufferTooSmall {
+                needed,
+                available: 8
+            })
         );
         let mut big = vec![0_u8; needed];
-        assert_eq!(encode_to_slice(&v, &Limits::default(), &mut big), Ok(needed));
+        assert_eq!(
+            encode_to_slice(&v, &Limits::default(), &mut big),
+            Ok(needed)
+        );
         assert_eq!(big, encode(&v).unwrap());
     }
 

@@ -30,12 +30,17 @@ impl NfcKeys {
     /// the map itself.
     pub(crate) fn admit<V>(&mut self, key: &str, map: &HashMap<String, V>) -> bool {
         if is_nfc(key) {
-            return !self.normalized.as_ref().is_some_and(|set| set.contains(key));
+            return !self
+                .normalized
+                .as_ref()
+                .is_some_and(|set| set.contains(key));
         }
         let normal = to_nfc(key);
         if map.contains_key(&normal) {
             return false;
         }
-        self.normalized.get_or_insert_with(HashSet::new).insert(normal)
+        self.normalized
+            .get_or_insert_with(HashSet::new)
+            .insert(normal)
     }
 }

@@ -108,14 +108,20 @@ impl<'de> IntoDeserializer<'de, ValueError> for Value {
 }
 
 /// Hands `items` to `visitor` as a sequence, and fails if it leaves any unread.
-fn visit_array<'de, V: Visitor<'de>>(items: Vec<Value>, visitor: V) -> Result<V::Value, ValueError> {
+fn visit_array<'de, V: Visitor<'de>>(
+    items: Vec<Value>,
+    visitor: V,
+) -> Result<V::Value, ValueError> {
     let len = items.len();
     let mut seq = SeqDeserializer(items.into_iter());
     let result = visitor.visit_seq(&mut seq)?;
     if seq.0.as_slice().is_empty() {
         Ok(result)
     } else {
-        Err(de::Error::invalid_length(len, &"fewer elements in the array"))
+        Err(de::Error::invalid_length(
+            len,
+            &"fewer elements in the array",
+        ))
     }
 }
 
@@ -125,12 +131,18 @@ fn visit_object<'de, V: Visitor<'de>>(
     visitor: V,
 ) -> Result<V::Value, ValueError> {
     let len = map.len();
-    let mut access = MapDeserializer { members: map.into_iter(), value: None };
+    let mut access = MapDeserializer {
+        members: map.into_iter(),
+        value: None,
+    };
     let result = visitor.visit_map(&mut access)?;
     if access.members.next().is_none() {
         Ok(result)
     } else {
-        Err(de::Error::invalid_length(len, &"fewer members in the object"))
+        Err(de::Error::invalid_length(
+            len,
+            &"fewer members in the object",
+        ))
     }
 }
 
@@ -175,7 +187,10 @@ impl<'de> de::MapAccess<'de> for MapDeserializer {
         }
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, ValueError> {
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, ValueError> {
         match self.value.take() {
             Some(value) => seed.deserialize(value),
             None => Err(ValueError::Custom(
@@ -239,7 +254,10 @@ impl<'de> de::Deserializer<'de> for KeyDeserializer {
         _variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, ValueError> {
-        visitor.visit_enum(EnumDeserializer { variant: self.0, content: None })
+        visitor.visit_enum(EnumDeserializer {
+            variant: self.0,
+            content: None,
+        })
     }
 
     forward_to_deserialize_any! {
@@ -277,22 +295,41 @@ impl<'de> de::VariantAccess<'de> for VariantDeserializer {
     fn unit_variant(self) -> Result<(), ValueError> {
         match self.0 {
             None | Some(Value::Null) => Ok(()),
-            Some(other) => Err(de::Error::invalid_type(unexpected(&other), &"a unit variant")),
+            Some(other) => Err(de::Error::invalid_type(
+                unexpected(&other),
+                &"a unit variant",
+            )),
         }
     }
 
-    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, ValueError> {
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, ValueError> {
         match self.0 {
             Some(content) => seed.deserialize(content),
-            None => Err(de::Error::invalid_type(Unexpected::UnitVariant, &"a newtype variant")),
+            None => Err(de::Error::invalid_type(
+                Unexpected::UnitVariant,
+                &"a newtype variant",
+            )),
         }
     }
 
-    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, ValueError> {
+    fn tuple_variant<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, ValueError> {
         match self.0 {
             Some(Value::Array(items)) => visit_array(items, visitor),
-            Some(other) => Err(de::Error::invalid_type(unexpected(&other), &"a tuple variant")),
-            None => Err(de::Error::invalid_type(Unexpected::UnitVariant, &"a tuple variant")),
+            Some(other) => Err(de::Error::invalid_type(
+                unexpected(&other),
+                &"a tuple variant",
+            )),
+            None => Err(de::Error::invalid_type(
+                Unexpected::UnitVariant,
+                &"a tuple variant",
+            )),
         }
     }
 
@@ -304,8 +341,14 @@ impl<'de> de::VariantAccess<'de> for VariantDeserializer {
         match self.0 {
             Some(Value::Object(map)) => visit_object(map, visitor),
             Some(Value::Array(items)) => visit_array(items, visitor),
-            Some(other) => Err(de::Error::invalid_type(unexpected(&other), &"a struct variant")),
-            None => Err(de::Error::invalid_type(Unexpected::UnitVariant, &"a struct variant")),
+            Some(other) => Err(de::Error::invalid_type(
+                unexpected(&other),
+                &"a struct variant",
+            )),
+            None => Err(de::Error::invalid_type(
+                Unexpected::UnitVariant,
+                &"a struct variant",
+            )),
         }
     }
 }

@@ -80,7 +80,11 @@ impl ser::Serializer for ValueSerializer {
     }
 
     fn serialize_f64(self, v: f64) -> Result<Value, ValueError> {
-        if v.is_finite() { Ok(Value::Float(v)) } else { Err(ValueError::NonFiniteFloat) }
+        if v.is_finite() {
+            Ok(Value::Float(v))
+        } else {
+            Err(ValueError::NonFiniteFloat)
+        }
     }
 
     fn serialize_char(self, v: char) -> Result<Value, ValueError> {
@@ -170,7 +174,10 @@ impl ser::Serializer for ValueSerializer {
         variant: &'static str,
         len: usize,
     ) -> Result<VariantBuilder<SeqBuilder>, ValueError> {
-        Ok(VariantBuilder { variant, inner: SeqBuilder(Vec::with_capacity(len)) })
+        Ok(VariantBuilder {
+            variant,
+            inner: SeqBuilder(Vec::with_capacity(len)),
+        })
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<MapBuilder, ValueError> {
@@ -188,7 +195,10 @@ impl ser::Serializer for ValueSerializer {
         variant: &'static str,
         len: usize,
     ) -> Result<VariantBuilder<MapBuilder>, ValueError> {
-        Ok(VariantBuilder { variant, inner: MapBuilder::with_capacity(len) })
+        Ok(VariantBuilder {
+            variant,
+            inner: MapBuilder::with_capacity(len),
+        })
     }
 }
 
@@ -255,7 +265,10 @@ pub(super) struct MapBuilder {
 
 impl MapBuilder {
     fn with_capacity(len: usize) -> Self {
-        MapBuilder { map: HashMap::with_capacity(len), pending_key: None }
+        MapBuilder {
+            map: HashMap::with_capacity(len),
+            pending_key: None,
+        }
     }
 
     fn insert<T: ?Sized + Serialize>(&mut self, key: String, value: &T) -> Result<(), ValueError> {
