@@ -139,12 +139,13 @@ fn codec(c: &mut Criterion) {
     // This machine's speed drifts between criterion's groups, so also time each pair
     // interleaved, round by round, and report the ratio of medians.
     let mut out = Vec::with_capacity(64 * 1024);
+    let mut ours_out = Vec::with_capacity(64 * 1024);
     let encode_ours = || {
-        let mut out = Vec::with_capacity(64 * 1024);
+        ours_out.clear();
         for v in &values {
-            bonjson::encode_into(black_box(v), &limits, &mut out).unwrap();
+            bonjson::encode_into(black_box(v), &limits, &mut ours_out).unwrap();
         }
-        black_box(out.len());
+        black_box(ours_out.len());
     };
     let encode_json = || {
         out.clear();
@@ -165,6 +166,16 @@ fn codec(c: &mut Criterion) {
         }
     };
     report_ratio("decode", decode_ours, decode_json);
+    let decode_json_to_ours = || {
+        for text in &texts {
+            black_box(serde_json::from_slice::<Value>(black_box(text)).unwrap());
+        }
+    };
+    report_ratio(
+        "decode (serde_json into our Value)",
+        decode_ours,
+        decode_json_to_ours,
+    );
 }
 
 /// Runs `ours` and `theirs` alternately and prints how many times faster ours is (medians).

@@ -17,7 +17,12 @@
 #![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
-    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 pub mod bonjson;
@@ -28,3 +33,8 @@ mod value;
 #[cfg(feature = "serde")]
 pub use serde_impl::{ValueError, from_value, to_value};
 pub use value::Value;
+
+/// Runs the code blocks of README.md as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -251,7 +251,10 @@ fn hex(field: &Json) -> Vec<u8> {
         .expect("hex fields are strings")
         .split_whitespace()
         .collect();
-    assert!(text.len().is_multiple_of(2), "odd number of hex digits in {text}");
+    assert!(
+        text.len().is_multiple_of(2),
+        "odd number of hex digits in {text}"
+    );
     (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digits"))

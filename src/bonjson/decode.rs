@@ -206,7 +206,7 @@ impl<'a> Decoder<'a> {
             Ok(text) => text,
             Err(e) => return self.fail_at(ErrorKind::InvalidUtf8, start + e.valid_up_to()),
         };
-        if let Some(i) = memchr::memchr(0, bytes) {
+        if let Some(i) = find_nul(bytes) {
             return self.fail_at(ErrorKind::NulCharacter, start + i);
         }
         if bytes.len() > bound(self.options.limits.max_string_length) {
@@ -260,7 +260,7 @@ impl<'a> Decoder<'a> {
             return Ok(Value::Object(HashMap::new()));
         }
         // Most stored objects are small settings records: one allocation covers them.
-        let mut map = HashMap::with_capacity(8);
+        let mut map = HashMap::with_capacity(7);
         let mut nfc = NfcKeys::default();
         loop {
             let key_start = self.pos;
@@ -423,6 +423,16 @@ impl<'a> Decoder<'a> {
             }
         }
         self.fail_at(ErrorKind::ValueOutOfRange, start)
+    }
+}
+
+/// The first NUL byte; short strings (most keys and values) skip memchr's dispatch.
+#[inline]
+pub(crate) fn find_nul(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() <= 32 {
+        bytes.iter().position(|&b| b == 0)
+    } else {
+        memchr::memchr(0, bytes)
     }
 }
 

@@ -285,7 +285,7 @@ impl<S: Sink + ?Sized> Encoder<'_, S> {
         if bytes.len() > bound(self.limits.max_string_length) {
             return Err(refuse(ErrorKind::MaxStringLengthExceeded));
         }
-        if memchr::memchr(0, bytes).is_some() {
+        if super::decode::find_nul(bytes).is_some() {
             return Err(refuse(ErrorKind::NulCharacter));
         }
         if bytes.len() <= code::SHORT_STRING_MAX_LEN {
