@@ -26,12 +26,25 @@
 )]
 
 pub mod bonjson;
+mod compactor;
+mod error;
+mod events;
+mod journal;
+mod options;
 #[cfg(feature = "serde")]
 mod serde_impl;
+mod snapshot;
+mod store;
 mod value;
 
+pub use error::{Error, Result};
+pub use events::Event;
+pub use journal::format::MAX_KEY_LEN;
+pub use options::{Builder, Durability, MIN_BUFFER_SIZE};
 #[cfg(feature = "serde")]
 pub use serde_impl::{ValueError, from_value, to_value};
+pub use snapshot::Snapshot;
+pub use store::{Batch, KVStore, Stats};
 pub use value::Value;
 
 /// Runs the code blocks of README.md as doctests, so the README cannot drift from the API.

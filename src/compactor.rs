@@ -1,0 +1,300 @@
+//! The background compactor: rewrites the live map into the inactive journal while writers keep
+//! appending, then switches journals under the writer lock for a moment that does not grow with
+//! the size of the map.
+//!
+//! Steps (see `docs/design.md` for the crash analysis of each):
+//! 1. Under the writer lock, take the current map (an O(1) persistent-map clone) and the active
+//!    journal's end position `start`.
+//! 2. Without the lock: mark the inactive journal `PENDING` for generation `g + 1` (flushed, so
+//!    it can never be elected half-written), write one record per live key, growing the file
+//!    first if the live data would not sit comfortably under the high-water mark.
+//! 3. Without the lock: copy the records appended since `start` (they are immutable once
+//!    written), in rounds, until little remains; flush.
+//! 4. Under the lock: copy the last few records, append the commit marker, write the
+//!    `COMMITTED` header, and swap the journals. Writers waiting for room are woken.
+//! 5. Without the lock: flush the new journal (records, then header, then fdatasync).
+
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::events::Event;
+use crate::journal::Journal;
+use crate::journal::format::{self, HEADER_SIZE};
+use crate::journal::recovery::append_commit_marker;
+use crate::snapshot::Map;
+use crate::store::Shared;
+use crate::{Error, Result};
+
+/// Messages to the compactor thread.
+pub(crate) enum Command {
+    /// Compact now; report the outcome on `reply` if given.
+    Compact { reply: Option<Sender<Result<()>>> },
+    /// Stop (sent by `Drop`).
+    Shutdown,
+}
+
+/// Stop copying catch-up records outside the lock once fewer than this many bytes remain.
+const CATCH_UP_UNDER_LOCK: usize = 16 * 1024;
+
+pub(crate) fn spawn(shared: Arc<Shared>, commands: Receiver<Command>) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("resilient-kv-compactor".into())
+        .spawn(move || run(&shared, &commands))
+}
+
+fn run(shared: &Shared, commands: &Receiver<Command>) {
+    while let Ok(command) = commands.recv() {
+        let Command::Compact { reply } = command else { break };
+        // Requests that piled up during the last compaction are served by this one.
+        let mut replies = vec![reply];
+        let mut stop = false;
+        while let Ok(more) = commands.try_recv() {
+            match more {
+                Command::Compact { reply } => replies.push(reply),
+                Command::Shutdown => stop = true,
+            }
+        }
+        let outcome = match catch_unwind(AssertUnwindSafe(|| compact(shared))) {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                shared.poison("the compactor thread panicked".into());
+                Err(shared.poison_error())
+            }
+        };
+        if let Err(e) = &outcome {
+            let generation = shared.writer.lock().active.generation() + 1;
+            shared.emit(Event::CompactionFailed { generation, reason: e.to_string() });
+            let mut w = shared.writer.lock();
+            w.compacting = false;
+            w.failures += 1;
+            shared.swapped.notify_all();
+        }
+        for reply in replies.into_iter().flatten() {
+            let _ = reply.send(duplicate(&outcome));
+        }
+        if stop {
+            break;
+        }
+    }
+    // Nobody compacts any more: writers waiting for room must not wait forever.
+    let mut w = shared.writer.lock();
+    w.compacting = false;
+    w.failures += 1;
+    shared.swapped.notify_all();
+}
+
+fn duplicate(outcome: &Result<()>) -> Result<()> {
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(Error::Full { needed, max_size }) => Err(Error::Full { needed: *needed, max_size: *max_size }),
+        Err(Error::Poisoned { reason }) => Err(Error::Poisoned { reason: reason.clone() }),
+        Err(other) => Err(Error::Io {
+            op: "compact",
+            path: std::path::PathBuf::new(),
+            source: io::Error::other(other.to_string()),
+        }),
+    }
+}
+
+/// Why writing into the inactive journal stopped.
+enum Stop {
+    NoRoom,
+    Failed(Error),
+}
+
+impl From<io::Error> for Stop {
+    fn from(e: io::Error) -> Self {
+        Stop::Failed(Error::Io { op: "compaction write", path: std::path::PathBuf::new(), source: e })
+    }
+}
+
+fn compact(shared: &Shared) -> Result<()> {
+    shared.check_poison()?;
+    let started = Instant::now();
+    let Some(mut target) = shared.inactive.lock().take() else {
+        return Err(Error::Config("no inactive journal (a compaction is already running)".into()));
+    };
+    let outcome = compact_into(shared, &mut target, started);
+    if let Err((e, journal)) = outcome {
+        *shared.inactive.lock() = Some(journal);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Runs the compaction into `target`. On failure returns the journal that must go back into
+/// the inactive slot (its `PENDING` header keeps it from ever being elected).
+fn compact_into(
+    shared: &Shared,
+    target: &mut Arc<Journal>,
+    started: Instant,
+) -> std::result::Result<(), (Error, Arc<Journal>)> {
+    let (snapshot, start, active, room_needed) = {
+        let w = shared.writer.lock();
+        (w.map.clone(), w.active.end(), Arc::clone(&w.active), w.room_needed)
+    };
+    let generation = active.generation() + 1;
+    shared.emit(Event::CompactionStarted { generation });
+
+    // A reader of the retired journal (a `sync` in flight) may still hold it briefly.
+    let journal = loop {
+        if let Some(journal) = Arc::get_mut(target) {
+            break journal;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    };
+    let fail = |e: Error, t: &Arc<Journal>| (e, Arc::clone(t));
+    if let Err(e) = write_snapshot(shared, journal, generation, &snapshot, room_needed) {
+        return Err(fail(e, target));
+    }
+    // Catch up outside the lock: records appended since `start` never change.
+    let mut copied = start;
+    for _ in 0..4 {
+        let end = active.end();
+        if end - copied < CATCH_UP_UNDER_LOCK {
+            break;
+        }
+        if let Err(e) = copy_records(&active, journal, copied, end) {
+            return Err(fail(e, target));
+        }
+        copied = end;
+    }
+    if let Err(e) = journal.flush_records() {
+        return Err(fail(Error::Io { op: "msync", path: journal.storage().path().into(), source: e }, target));
+    }
+
+    let mut w = shared.writer.lock();
+    let end = w.active.end();
+    let switched = copy_records(&active, journal, copied, end)
+        .and_then(|()| append_commit_marker(journal).map_err(io_error(journal)))
+        .and_then(|()| {
+            // Records a `sync()` already promised must be durable before the header that
+            // makes this journal the one elected.
+            if active.synced() > copied { journal.flush_records().map_err(io_error(journal)) } else { Ok(()) }
+        })
+        .and_then(|()| journal.commit().map_err(io_error(journal)));
+    if let Err(e) = switched {
+        drop(w);
+        return Err(fail(e, target));
+    }
+    let bytes_after = journal.end();
+    let capacity = journal.capacity();
+    let live_keys = w.map.len() as u64;
+    let new_active = Arc::clone(target);
+    let retired = std::mem::replace(&mut w.active, Arc::clone(&new_active));
+    w.compacting = false;
+    w.room_needed = 0;
+    let hwm = ((capacity as f64) * f64::from(shared.config.high_water_mark)) as usize;
+    w.trigger = if bytes_after > hwm { bytes_after + (capacity - bytes_after) / 2 } else { hwm };
+    drop(w);
+    shared.swapped.notify_all();
+
+    let bytes_before = retired.end() as u64;
+    shared.stats.inactive_capacity.store(retired.capacity() as u64, Ordering::Relaxed);
+    *shared.inactive.lock() = Some(retired);
+    if let Err(e) = new_active.flush() {
+        shared.poison(format!("flushing the new journal failed: {e}"));
+    }
+    let duration = started.elapsed();
+    shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
+    shared
+        .stats
+        .last_compaction_nanos
+        .store(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
+    shared.emit(Event::CompactionFinished {
+        generation,
+        bytes_before,
+        bytes_after: bytes_after as u64,
+        live_keys,
+        duration,
+    });
+    Ok(())
+}
+
+fn io_error(journal: &Journal) -> impl Fn(io::Error) -> Error + '_ {
+    move |source| Error::Io { op: "compaction write", path: journal.storage().path().into(), source }
+}
+
+/// Writes every live key into `journal` as generation `generation`, growing the file when the
+/// live data would not fit comfortably (at most half of the high-water mark).
+fn write_snapshot(
+    shared: &Shared,
+    journal: &mut Journal,
+    generation: u64,
+    map: &Map,
+    room_needed: usize,
+) -> Result<()> {
+    let ratio = f64::from(shared.config.high_water_mark);
+    let max_size = shared.config.max_size;
+    loop {
+        let capacity = journal.capacity();
+        journal.begin(generation).map_err(io_error(journal))?;
+        match write_entries(shared, journal, map) {
+            Ok(()) => {
+                let used = journal.end() + room_needed;
+                let comfortable = ((capacity as f64) * ratio / 2.0) as usize;
+                if used <= comfortable || capacity >= max_size {
+                    return Ok(());
+                }
+                grow(shared, journal, wanted_capacity(used, ratio, max_size))?;
+            }
+            Err(Stop::NoRoom) if capacity < max_size => {
+                let used = journal.end().max(capacity);
+                grow(shared, journal, wanted_capacity(used, ratio, max_size))?;
+            }
+            Err(Stop::NoRoom) => {
+                return Err(Error::Full { needed: journal.end() as u64, max_size: max_size as u64 });
+            }
+            Err(Stop::Failed(e)) => return Err(e),
+        }
+    }
+}
+
+fn wanted_capacity(used: usize, ratio: f64, max_size: usize) -> usize {
+    let want = ((used as f64) * 2.0 / ratio) as usize + HEADER_SIZE;
+    want.next_power_of_two().clamp(HEADER_SIZE, max_size)
+}
+
+fn grow(shared: &Shared, journal: &mut Journal, new_size: usize) -> Result<()> {
+    if new_size <= journal.capacity() {
+        return Ok(());
+    }
+    journal.storage_mut().grow(new_size).map_err(io_error(journal))?;
+    shared.emit(Event::JournalGrown { new_size: new_size as u64 });
+    Ok(())
+}
+
+fn write_entries(shared: &Shared, journal: &Journal, map: &Map) -> std::result::Result<(), Stop> {
+    let mut body = Vec::with_capacity(256);
+    for (i, (key, value)) in map.iter().enumerate() {
+        if i % 4096 == 0 && shared.shutting_down.load(Ordering::Acquire) {
+            return Err(Stop::Failed(Error::Poisoned { reason: "the store is closing".into() }));
+        }
+        body.clear();
+        format::encode_put(key, value, &shared.limits, &mut body).map_err(Stop::Failed)?;
+        // Leave the removal-only reserve free, as writers must.
+        if !journal.append_within(&body, journal.capacity() - journal.reserve())? {
+            return Err(Stop::NoRoom);
+        }
+    }
+    Ok(())
+}
+
+/// Copies the records in `[from, to)` of `source` into `target`, growing `target` if needed.
+fn copy_records(source: &Journal, target: &Journal, from: usize, to: usize) -> Result<()> {
+    source
+        .for_each_record(from, to, |body| {
+            if target.append(body)? {
+                Ok(())
+            } else {
+                Err(io::Error::other("the new journal has no room for the records written during compaction"))
+            }
+        })
+        .map_err(io_error(target))
+}

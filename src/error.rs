@@ -1,0 +1,96 @@
+//! The store's typed errors.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::bonjson::EncodeError;
+
+/// Everything a store operation can fail with. Match on it; `Display` is a sentence.
+///
+/// A failed write never changes anything, in memory or on disk.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed.
+    #[error("{op} failed for {}: {source}", path.display())]
+    Io {
+        /// What the store was doing ("open", "msync", "fallocate", ...).
+        op: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another `KVStore` (in this process or another) has the store open.
+    #[error("the store at {} is locked by another open instance", path.display())]
+    Locked {
+        /// The journal file whose lock is held.
+        path: PathBuf,
+    },
+    /// A journal file was written by a newer version of this library.
+    #[error(
+        "{} has journal format version {found}; this library reads up to {supported}",
+        path.display()
+    )]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version in its header.
+        found: u32,
+        /// The newest version this library reads.
+        supported: u32,
+    },
+    /// The journal files exist but neither holds a valid, committed journal. Nothing was
+    /// changed: the files are left for inspection or repair.
+    #[error("no valid journal in {}: {reason}", path.display())]
+    Unreadable {
+        /// The store's base path.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// The live data does not fit under the configured `max_size`.
+    #[error("the store is full: {needed} bytes needed, max_size is {max_size}")]
+    Full {
+        /// Journal bytes the live data plus this write would need.
+        needed: u64,
+        /// The configured limit for each journal file.
+        max_size: u64,
+    },
+    /// A key is empty or longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes.
+    #[error("invalid key: {reason}")]
+    InvalidKey {
+        /// Why the key was refused.
+        reason: &'static str,
+    },
+    /// A value cannot be stored (NaN or infinite float, NUL in a string, nested too deeply...).
+    #[error("invalid value: {0}")]
+    InvalidValue(#[from] EncodeError),
+    /// A single record larger than a journal can ever hold (`max_size`).
+    #[error("a record of {size} bytes can never fit a journal of at most {max_size} bytes")]
+    TooLarge {
+        /// The encoded record size.
+        size: u64,
+        /// The largest journal allowed.
+        max_size: u64,
+    },
+    /// A flush to disk failed earlier, or the compactor crashed; the store no longer accepts
+    /// writes because it can no longer promise durability. Reopen it to recover.
+    #[error("the store is poisoned after an earlier failure ({reason}); reopen it")]
+    Poisoned {
+        /// The failure that poisoned the store.
+        reason: String,
+    },
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Shorthand for results of store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(op: &'static str, path: &std::path::Path) -> impl FnOnce(io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { op, path, source }
+}

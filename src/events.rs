@@ -1,0 +1,51 @@
+//! What subscribers hear: compactions, growth, and data loss found at open.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A notification from the store, delivered through [`KVStore::subscribe`](crate::KVStore::subscribe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The compactor started writing generation `generation`.
+    CompactionStarted {
+        /// The generation being written.
+        generation: u64,
+    },
+    /// A compaction finished and the store switched to its journal.
+    CompactionFinished {
+        /// The new active generation.
+        generation: u64,
+        /// Bytes used in the journal that was retired.
+        bytes_before: u64,
+        /// Bytes used in the new journal right after the switch.
+        bytes_after: u64,
+        /// Live keys written into the new journal.
+        live_keys: u64,
+        /// Time from start to switch.
+        duration: Duration,
+    },
+    /// A compaction failed; the store keeps appending to the current journal.
+    CompactionFailed {
+        /// The generation that was being written.
+        generation: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The journals grew because the live data no longer fits under the high-water mark.
+    JournalGrown {
+        /// The new size of each journal, in bytes.
+        new_size: u64,
+    },
+    /// Opening found damage and recovered around it; `detail` says what was lost.
+    DataLoss {
+        /// The journal file concerned.
+        path: PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// Bytes of valid-looking records beyond the damage that could not be replayed.
+        lost_bytes: u64,
+        /// A sentence describing what happened.
+        detail: String,
+    },
+}

@@ -1,0 +1,393 @@
+//! The on-disk format, byte by byte. `docs/format.md` is the authoritative description; the
+//! test at the bottom pins these constants to it.
+//!
+//! All integers are little-endian.
+
+use crate::Value;
+use crate::bonjson::{self, DecodeOptions, Limits};
+
+/// Bytes reserved for the header at the start of each journal file (one page, so the header
+/// is written and flushed apart from the records).
+pub(crate) const HEADER_SIZE: usize = 4096;
+
+/// `magic` at offset 0.
+pub(crate) const MAGIC: [u8; 8] = *b"RKVJRNL\x01";
+pub(crate) const MAGIC_OFFSET: usize = 0;
+pub(crate) const VERSION_OFFSET: usize = MAGIC_OFFSET + 8;
+pub(crate) const STATE_OFFSET: usize = VERSION_OFFSET + 4;
+pub(crate) const GENERATION_OFFSET: usize = STATE_OFFSET + 4;
+pub(crate) const HEADER_CRC_OFFSET: usize = GENERATION_OFFSET + 8;
+/// Bytes of the header that carry meaning (the rest of the page is zero).
+pub(crate) const HEADER_USED: usize = HEADER_CRC_OFFSET + 4;
+
+/// The journal format this library writes and the newest it reads.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// `state`: the file is being written by a compaction and must never be elected.
+pub(crate) const STATE_PENDING: u32 = 0x5045_4e44; // "PEND"
+/// `state`: the file holds a complete journal of its generation.
+pub(crate) const STATE_COMMITTED: u32 = 0x434f_4d54; // "COMT"
+
+/// Record frame: `len: u32`, `generation_low: u32`, `crc: u32`, then `len` body bytes.
+pub(crate) const FRAME_SIZE: usize = 12;
+const FRAME_LEN_OFFSET: usize = 0;
+const FRAME_GEN_OFFSET: usize = FRAME_LEN_OFFSET + 4;
+const FRAME_CRC_OFFSET: usize = FRAME_GEN_OFFSET + 4;
+
+/// Body operation codes.
+pub(crate) const OP_PUT: u8 = 1;
+pub(crate) const OP_DELETE: u8 = 2;
+pub(crate) const OP_BATCH: u8 = 3;
+/// A marker record: the compaction that wrote this generation finished.
+pub(crate) const OP_COMMIT: u8 = 4;
+/// Removes every key (`clear()`).
+pub(crate) const OP_CLEAR: u8 = 5;
+
+/// Longest key, in bytes.
+pub const MAX_KEY_LEN: usize = 4096;
+
+/// A parsed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) version: u32,
+    pub(crate) state: u32,
+    pub(crate) generation: u64,
+}
+
+/// What a header region holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeaderRead {
+    /// All zero: a new file.
+    Empty,
+    /// Not a header of ours, or its checksum fails.
+    Invalid,
+    /// A header whose checksum holds.
+    Valid(Header),
+}
+
+pub(crate) fn encode_header(header: &Header) -> [u8; HEADER_USED] {
+    let mut out = [0_u8; HEADER_USED];
+    put(&mut out, MAGIC_OFFSET, &MAGIC);
+    put(&mut out, VERSION_OFFSET, &header.version.to_le_bytes());
+    put(&mut out, STATE_OFFSET, &header.state.to_le_bytes());
+    put(&mut out, GENERATION_OFFSET, &header.generation.to_le_bytes());
+    let crc = crc32c::crc32c(out.get(..HEADER_CRC_OFFSET).unwrap_or_default());
+    put(&mut out, HEADER_CRC_OFFSET, &crc.to_le_bytes());
+    out
+}
+
+pub(crate) fn decode_header(bytes: &[u8]) -> HeaderRead {
+    let Some(bytes) = bytes.get(..HEADER_USED) else { return HeaderRead::Invalid };
+    if bytes.iter().all(|&b| b == 0) {
+        return HeaderRead::Empty;
+    }
+    if bytes.get(..8) != Some(&MAGIC[..]) {
+        return HeaderRead::Invalid;
+    }
+    let crc = crc32c::crc32c(bytes.get(..HEADER_CRC_OFFSET).unwrap_or_default());
+    if read_u32(bytes, HEADER_CRC_OFFSET) != Some(crc) {
+        return HeaderRead::Invalid;
+    }
+    match (
+        read_u32(bytes, VERSION_OFFSET),
+        read_u32(bytes, STATE_OFFSET),
+        read_u64(bytes, GENERATION_OFFSET),
+    ) {
+        (Some(version), Some(state), Some(generation)) => {
+            HeaderRead::Valid(Header { version, state, generation })
+        }
+        _ => HeaderRead::Invalid,
+    }
+}
+
+/// The frame for `body` in `generation`. The checksum covers the whole generation, so a record
+/// left over from another generation can never verify.
+pub(crate) fn frame(generation: u64, body: &[u8]) -> [u8; FRAME_SIZE] {
+    let mut out = [0_u8; FRAME_SIZE];
+    let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+    put(&mut out, FRAME_LEN_OFFSET, &len.to_le_bytes());
+    put(&mut out, FRAME_GEN_OFFSET, &(generation as u32).to_le_bytes());
+    put(&mut out, FRAME_CRC_OFFSET, &record_crc(generation, body).to_le_bytes());
+    out
+}
+
+fn record_crc(generation: u64, body: &[u8]) -> u32 {
+    let seed = crc32c::crc32c(&generation.to_le_bytes());
+    crc32c::crc32c_append(seed, body)
+}
+
+/// What the bytes at a record position hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameRead {
+    /// A record of this generation with `len` body bytes.
+    Record { len: usize },
+    /// Zeros: nothing was ever written here.
+    Zero,
+    /// A frame claiming this generation whose body is missing or fails its checksum.
+    Torn,
+    /// Bytes that are not a record of this generation (e.g. left from an older one).
+    Foreign,
+}
+
+pub(crate) fn read_frame(region: &[u8], generation: u64) -> FrameRead {
+    let Some(head) = region.get(..FRAME_SIZE) else {
+        return if region.iter().all(|&b| b == 0) { FrameRead::Zero } else { FrameRead::Foreign };
+    };
+    if head.iter().all(|&b| b == 0) {
+        return FrameRead::Zero;
+    }
+    let (Some(len), Some(gen_low), Some(crc)) = (
+        read_u32(head, FRAME_LEN_OFFSET),
+        read_u32(head, FRAME_GEN_OFFSET),
+        read_u32(head, FRAME_CRC_OFFSET),
+    ) else {
+        return FrameRead::Foreign;
+    };
+    if gen_low != generation as u32 {
+        return FrameRead::Foreign;
+    }
+    let len = len as usize;
+    let body = FRAME_SIZE.checked_add(len).and_then(|end| region.get(FRAME_SIZE..end));
+    match body {
+        Some(body) if len > 0 && (cfg!(fuzzing) || record_crc(generation, body) == crc) => {
+            FrameRead::Record { len }
+        }
+        _ => FrameRead::Torn,
+    }
+}
+
+/// One change inside a record.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Op {
+    Put(String, Value),
+    Delete(String),
+    Clear,
+}
+
+/// Appends a record body holding `ops` (one op, or a batch applied all-or-nothing).
+pub(crate) fn encode_body(ops: &[Op], limits: &Limits, out: &mut Vec<u8>) -> crate::Result<()> {
+    if let [op] = ops {
+        return encode_op(op, limits, out);
+    }
+    out.push(OP_BATCH);
+    put_varint(out, ops.len() as u64);
+    for op in ops {
+        encode_op(op, limits, out)?;
+    }
+    Ok(())
+}
+
+/// The body of a commit marker for `generation`.
+pub(crate) fn encode_commit(generation: u64) -> [u8; 9] {
+    let mut out = [0_u8; 9];
+    out[0] = OP_COMMIT;
+    put(&mut out, 1, &generation.to_le_bytes());
+    out
+}
+
+/// The generation of a commit-marker body, if `body` is one.
+pub(crate) fn decode_commit(body: &[u8]) -> Option<u64> {
+    match body {
+        [OP_COMMIT, generation @ ..] => Some(u64::from_le_bytes(generation.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// Appends a single-put record body (what compaction writes for each live key).
+pub(crate) fn encode_put(
+    key: &str,
+    value: &Value,
+    limits: &Limits,
+    out: &mut Vec<u8>,
+) -> crate::Result<()> {
+    out.push(OP_PUT);
+    put_varint(out, key.len() as u64);
+    out.extend_from_slice(key.as_bytes());
+    bonjson::encode_into(value, limits, out)?;
+    Ok(())
+}
+
+fn encode_op(op: &Op, limits: &Limits, out: &mut Vec<u8>) -> crate::Result<()> {
+    match op {
+        Op::Put(key, value) => encode_put(key, value, limits, out)?,
+        Op::Delete(key) => {
+            out.push(OP_DELETE);
+            put_varint(out, key.len() as u64);
+            out.extend_from_slice(key.as_bytes());
+        }
+        Op::Clear => out.push(OP_CLEAR),
+    }
+    Ok(())
+}
+
+/// Decodes a record body; `None` if it is malformed (which a valid checksum makes a bug or a
+/// forged file, never a crash).
+pub(crate) fn decode_body(body: &[u8], options: &DecodeOptions) -> Option<Vec<Op>> {
+    let mut cursor = Cursor { bytes: body, pos: 0 };
+    let ops = match cursor.byte()? {
+        OP_BATCH => {
+            let count = cursor.varint()?;
+            // Each op takes at least one byte: never trust the count further than that.
+            if count > body.len() as u64 {
+                return None;
+            }
+            let mut ops = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let code = cursor.byte()?;
+                ops.push(cursor.op(code, options)?);
+            }
+            ops
+        }
+        code => vec![cursor.op(code, options)?],
+    };
+    (cursor.pos == body.len()).then_some(ops)
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0_u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn op(&mut self, code: u8, options: &DecodeOptions) -> Option<Op> {
+        if code == OP_CLEAR {
+            return Some(Op::Clear);
+        }
+        let len = usize::try_from(self.varint()?).ok()?;
+        if len == 0 || len > MAX_KEY_LEN {
+            return None;
+        }
+        let key_bytes = self.bytes.get(self.pos..self.pos.checked_add(len)?)?;
+        let key = std::str::from_utf8(key_bytes).ok()?.to_owned();
+        self.pos += len;
+        match code {
+            OP_PUT => {
+                let rest = self.bytes.get(self.pos..)?;
+                let (value, used) = bonjson::decode_prefix(rest, options).ok()?;
+                self.pos += used;
+                Some(Op::Put(key, value))
+            }
+            OP_DELETE => Some(Op::Delete(key)),
+            _ => None,
+        }
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put(out: &mut [u8], offset: usize, bytes: &[u8]) {
+    if let Some(dst) = out.get_mut(offset..offset + bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
+}
+
+fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(offset..offset + 4)?.try_into().ok()?))
+}
+
+fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(offset..offset + 8)?.try_into().ok()?))
+}
+
+/// Checks a key against the documented rules.
+pub(crate) fn check_key(key: &str) -> crate::Result<()> {
+    if key.is_empty() {
+        return Err(crate::Error::InvalidKey { reason: "keys must not be empty" });
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(crate::Error::InvalidKey { reason: "keys must be at most 4096 bytes" });
+    }
+    if key.contains('\0') {
+        return Err(crate::Error::InvalidKey { reason: "keys must not contain NUL" });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the constants to the byte tables in docs/format.md.
+    #[test]
+    fn constants_match_docs_format_md() {
+        let doc = include_str!("../../docs/format.md");
+        for (name, value) in [
+            ("HEADER_SIZE", HEADER_SIZE),
+            ("MAGIC_OFFSET", MAGIC_OFFSET),
+            ("VERSION_OFFSET", VERSION_OFFSET),
+            ("STATE_OFFSET", STATE_OFFSET),
+            ("GENERATION_OFFSET", GENERATION_OFFSET),
+            ("HEADER_CRC_OFFSET", HEADER_CRC_OFFSET),
+            ("HEADER_USED", HEADER_USED),
+            ("FRAME_SIZE", FRAME_SIZE),
+            ("FRAME_LEN_OFFSET", FRAME_LEN_OFFSET),
+            ("FRAME_GEN_OFFSET", FRAME_GEN_OFFSET),
+            ("FRAME_CRC_OFFSET", FRAME_CRC_OFFSET),
+            ("FORMAT_VERSION", FORMAT_VERSION as usize),
+            ("OP_PUT", usize::from(OP_PUT)),
+            ("OP_DELETE", usize::from(OP_DELETE)),
+            ("OP_BATCH", usize::from(OP_BATCH)),
+            ("OP_COMMIT", usize::from(OP_COMMIT)),
+            ("OP_CLEAR", usize::from(OP_CLEAR)),
+            ("MAX_KEY_LEN", MAX_KEY_LEN),
+        ] {
+            let line = format!("| `{name}` | {value} |");
+            assert!(doc.contains(&line), "docs/format.md must contain the row {line}");
+        }
+        assert!(doc.contains("`RKVJRNL\\x01`"));
+        assert!(doc.contains(&format!("0x{STATE_PENDING:08x}")));
+        assert!(doc.contains(&format!("0x{STATE_COMMITTED:08x}")));
+    }
+
+    #[test]
+    fn zero_bytes_never_parse_as_a_record() {
+        let zeros = [0_u8; 64];
+        assert_eq!(read_frame(&zeros, 0), FrameRead::Zero);
+        assert_eq!(decode_header(&zeros), HeaderRead::Empty);
+    }
+
+    #[test]
+    fn a_record_of_another_generation_never_verifies() {
+        let mut body = Vec::new();
+        encode_body(&[Op::Delete("k".into())], &Limits::default(), &mut body).unwrap();
+        let mut bytes = frame(7, &body).to_vec();
+        bytes.extend_from_slice(&body);
+        assert_eq!(read_frame(&bytes, 7), FrameRead::Record { len: body.len() });
+        assert_eq!(read_frame(&bytes, 8), FrameRead::Foreign);
+        // Same low 32 bits, different generation: the checksum catches it.
+        assert_eq!(read_frame(&bytes, 7 + (1 << 32)), FrameRead::Torn);
+    }
+
+    #[test]
+    fn bodies_round_trip() {
+        let ops = vec![Op::Put("a".into(), Value::Integer(1)), Op::Delete("b".into())];
+        let mut body = Vec::new();
+        encode_body(&ops, &Limits::default(), &mut body).unwrap();
+        assert_eq!(decode_body(&body, &DecodeOptions::default()), Some(ops));
+        assert_eq!(decode_body(&body[..body.len() - 1], &DecodeOptions::default()), None);
+    }
+}

@@ -1,0 +1,168 @@
+//! Journal files as shared memory maps: the crate's only `unsafe` code.
+//!
+//! Why the map is sound to use here:
+//! - Nobody else mutates the file: each store holds an exclusive `flock` on both journal files
+//!   for its whole life (a second open, in this process or another, gets `Locked`), and the
+//!   crate never truncates a mapped file.
+//! - Within the store, `Journal` upholds the `Storage` contract: one appender writes above the
+//!   published end position, readers read below it, so no byte is read and written at once.
+//! - Every access is bounds-checked against the mapping's length before the copy.
+#![expect(unsafe_code, reason = "memory-mapping a file is unsafe; this module fences it in")]
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapRaw;
+
+use super::storage::{Backend, Slot, Storage};
+use crate::error::io_err;
+use crate::{Error, Result};
+
+/// Journal files `<base>.jrna` / `<base>.jrnb` on disk.
+pub(crate) struct FileBackend {
+    base: PathBuf,
+}
+
+impl FileBackend {
+    pub(crate) fn new(base: &Path) -> Self {
+        FileBackend { base: base.to_path_buf() }
+    }
+
+    /// `<base>.<ext>`, appending (`app.db` gives `app.db.jrna`).
+    pub(crate) fn path(&self, slot: Slot) -> PathBuf {
+        let mut name = self.base.as_os_str().to_owned();
+        name.push(".");
+        name.push(slot.extension());
+        PathBuf::from(name)
+    }
+}
+
+impl Backend for FileBackend {
+    fn base(&self) -> &Path {
+        &self.base
+    }
+
+    fn open(&self, slot: Slot, min_len: usize) -> Result<Box<dyn Storage>> {
+        let path = self.path(slot);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(Error::Locked { path }),
+            Err(TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        }
+        if !existed {
+            sync_parent_dir(&path)?;
+        }
+        let len = file.metadata().map_err(io_err("stat", &path))?.len();
+        let len = usize::try_from(len).map_err(|_| Error::Config("journal too large".into()))?;
+        if len < min_len {
+            allocate(&file, min_len).map_err(io_err("fallocate", &path))?;
+            file.sync_all().map_err(io_err("fsync", &path))?;
+        }
+        let map = map(&file).map_err(io_err("mmap", &path))?;
+        Ok(Box::new(MmapStorage { file, map, path }))
+    }
+}
+
+fn sync_parent_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", &dir))
+}
+
+/// Reserves `len` bytes for the file so that stores into the map can never hit a hole on a
+/// full disk (which would raise SIGBUS); a full disk is reported here as ENOSPC instead.
+fn allocate(file: &File, len: usize) -> io::Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+    // SAFETY: posix_fallocate only reads its integer arguments; the descriptor is open and
+    // owned by `file` for the duration of the call.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) }
+}
+
+fn map(file: &File) -> io::Result<MmapRaw> {
+    MmapRaw::map_raw(file)
+}
+
+struct MmapStorage {
+    file: File,
+    map: MmapRaw,
+    path: PathBuf,
+}
+
+fn out_of_bounds() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "access beyond the end of the journal")
+}
+
+impl MmapStorage {
+    fn check(&self, offset: usize, len: usize) -> io::Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.map.len() => Ok(()),
+            _ => Err(out_of_bounds()),
+        }
+    }
+}
+
+impl Storage for MmapStorage {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn capacity(&self) -> usize {
+        self.map.len()
+    }
+
+    fn read(&self, offset: usize, out: &mut [u8]) -> io::Result<()> {
+        self.check(offset, out.len())?;
+        // SAFETY: the range is inside the mapping (checked above); the mapping lives as long
+        // as `self`; `out` is a distinct Rust buffer; and by the `Storage` contract no other
+        // thread writes this range while it is read.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), out.as_mut_ptr(), out.len());
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
+        self.check(offset, data.len())?;
+        // SAFETY: as in `read`: in bounds, mapping alive, and by the `Storage` contract no
+        // other thread reads or writes this range concurrently. The file is locked, so no
+        // other process writes it either.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(offset), data.len());
+        }
+        Ok(())
+    }
+
+    fn flush(&self, offset: usize, len: usize) -> io::Result<()> {
+        self.check(offset, len)?;
+        self.map.flush_range(offset, len)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn grow(&mut self, new_len: usize) -> io::Result<()> {
+        if new_len <= self.map.len() {
+            return Ok(());
+        }
+        allocate(&self.file, new_len)?;
+        self.file.sync_all()?;
+        // `&mut self`: nobody holds a pointer into the old mapping while it is replaced.
+        self.map = map(&self.file)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! One journal file: a header naming its generation, then checksummed records.
+//!
+//! The store keeps two journals. The active one takes appends; the inactive one is where the
+//! compactor writes the next generation. See `docs/format.md` for the bytes and
+//! `docs/design.md` for the protocol.
+
+pub(crate) mod format;
+pub(crate) mod mmap;
+pub(crate) mod recovery;
+pub(crate) mod storage;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use format::{FRAME_SIZE, HEADER_SIZE, Header, STATE_COMMITTED, STATE_PENDING};
+use storage::{Slot, Storage};
+
+/// A journal file and where its valid records end.
+pub(crate) struct Journal {
+    storage: Box<dyn Storage>,
+    slot: Slot,
+    generation: u64,
+    /// End of the last complete record. Only the writer holding the store's writer lock (or
+    /// the owner of an inactive journal) advances it; it is published with `Release` after the
+    /// record's bytes are written, so readers that `Acquire` it may read everything below.
+    end: AtomicUsize,
+    /// Bytes known to be flushed to disk (durable against power loss).
+    synced: AtomicUsize,
+    /// The header was rewritten and not yet flushed.
+    header_dirty: AtomicBool,
+}
+
+impl Journal {
+    pub(crate) fn new(storage: Box<dyn Storage>, slot: Slot, generation: u64, end: usize) -> Self {
+        Journal {
+            storage,
+            slot,
+            generation,
+            end: AtomicUsize::new(end),
+            synced: AtomicUsize::new(end),
+            header_dirty: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn slot(&self) -> Slot {
+        self.slot
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.storage.capacity()
+    }
+
+    /// End of the valid records (Acquire: everything below may be read).
+    pub(crate) fn end(&self) -> usize {
+        self.end.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn synced(&self) -> usize {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn storage(&self) -> &dyn Storage {
+        &*self.storage
+    }
+
+    pub(crate) fn storage_mut(&mut self) -> &mut dyn Storage {
+        &mut *self.storage
+    }
+
+    /// Bytes a record with `body_len` body bytes takes.
+    pub(crate) fn record_size(body_len: usize) -> usize {
+        FRAME_SIZE + body_len
+    }
+
+    /// Appends one record. Returns `Ok(false)` (and writes nothing) if it does not fit.
+    ///
+    /// Must only be called by the single appender (the writer-lock holder for the active
+    /// journal, the compactor for the inactive one). The body is written before its frame, so
+    /// a crash in between leaves no frame and the record simply does not exist.
+    pub(crate) fn append(&self, body: &[u8]) -> io::Result<bool> {
+        self.append_within(body, self.capacity())
+    }
+
+    /// The reserve at the end of every journal that only removals may use, so that a full
+    /// store can always be emptied.
+    pub(crate) fn reserve(&self) -> usize {
+        self.capacity() / 32
+    }
+
+    /// Like `append`, but the record must end at or before `limit`.
+    pub(crate) fn append_within(&self, body: &[u8], limit: usize) -> io::Result<bool> {
+        let pos = self.end.load(Ordering::Relaxed);
+        let size = Self::record_size(body.len());
+        if pos + size > limit.min(self.capacity()) {
+            return Ok(false);
+        }
+        self.storage.write(pos + FRAME_SIZE, body)?;
+        self.storage.write(pos, &format::frame(self.generation, body))?;
+        // Release: the record's bytes happen-before any read of the new end.
+        self.end.store(pos + size, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Calls `f` with each record body in `[from, to)`, which must hold whole records written
+    /// by this process (it re-reads what `append` wrote).
+    pub(crate) fn for_each_record(
+        &self,
+        from: usize,
+        to: usize,
+        mut f: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut bytes = vec![0_u8; to.saturating_sub(from)];
+        self.storage.read(from, &mut bytes)?;
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let rest = bytes.get(pos..).unwrap_or_default();
+            match format::read_frame(rest, self.generation) {
+                format::FrameRead::Record { len } => {
+                    f(rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default())?;
+                    pos += FRAME_SIZE + len;
+                }
+                other => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("record at {} reads back as {other:?}", from + pos),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new generation in this (inactive, exclusively owned) journal: a `PENDING`
+    /// header, flushed, so the file can never be elected until `commit` while its records are
+    /// being rewritten.
+    pub(crate) fn begin(&mut self, generation: u64) -> io::Result<()> {
+        self.write_header(generation, STATE_PENDING)?;
+        self.storage.flush(0, HEADER_SIZE)?;
+        self.generation = generation;
+        self.end.store(HEADER_SIZE, Ordering::Release);
+        self.synced.store(HEADER_SIZE, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the `COMMITTED` header (not yet flushed: see `flush`).
+    pub(crate) fn commit(&self) -> io::Result<()> {
+        self.write_header(self.generation, STATE_COMMITTED)?;
+        self.header_dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    pub(crate) fn header_dirty(&self) -> bool {
+        self.header_dirty.load(Ordering::Acquire)
+    }
+
+    fn write_header(&self, generation: u64, state: u32) -> io::Result<()> {
+        let header = Header { version: format::FORMAT_VERSION, state, generation };
+        self.storage.write(0, &format::encode_header(&header))
+    }
+
+    /// Flushes records in `[synced, end)` to disk.
+    pub(crate) fn flush_records(&self) -> io::Result<()> {
+        let end = self.end();
+        let synced = self.synced();
+        if end > synced {
+            self.storage.flush(synced, end - synced)?;
+            self.synced.fetch_max(end, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// The power-loss barrier: flushes the records, then the header if it changed (so a
+    /// header never reaches the disk before the records it vouches for), then the file data.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        let end = self.end();
+        let synced = self.synced();
+        if end > synced {
+            self.storage.flush(synced, end - synced)?;
+        }
+        if self.header_dirty.swap(false, Ordering::AcqRel) {
+            self.storage.flush(0, HEADER_SIZE).inspect_err(|_| {
+                self.header_dirty.store(true, Ordering::Release);
+            })?;
+        }
+        self.storage.sync()?;
+        self.synced.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! Opening a store: electing the journal to trust and replaying its records.
+//!
+//! Election: the committed header with the highest generation wins (never a timestamp). A file
+//! whose header is damaged or zeroed is not trusted blindly, nor ignored: if its records
+//! belong to a newer generation and include that generation's commit marker, it was the newest
+//! journal and it is elected; otherwise it was an unfinished compaction and the other file
+//! wins. Replay stops at the first invalid record; whether anything valid of the same
+//! generation lies beyond it decides between "a write was cut short" and "data was lost".
+
+use std::path::PathBuf;
+
+use super::Journal;
+use super::format::{
+    self, FRAME_SIZE, FrameRead, HEADER_SIZE, HeaderRead, Op, STATE_COMMITTED,
+};
+use super::storage::{Backend, Slot, Storage};
+use crate::bonjson::DecodeOptions;
+use crate::{Error, Result};
+
+/// How the scan of the elected journal ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// The records end where the written data ends.
+    Clean,
+    /// A record that was being written when the process stopped was discarded: it was never
+    /// acknowledged.
+    Torn { offset: usize },
+    /// Damage at `offset`: valid records of this generation exist beyond it (up to
+    /// `valid_until`) and were not replayed.
+    Damaged { offset: usize, valid_until: usize },
+}
+
+/// What opening found.
+pub(crate) struct Opened {
+    pub(crate) active: Journal,
+    pub(crate) inactive: Journal,
+    pub(crate) ops: Vec<Op>,
+    pub(crate) records: u64,
+    pub(crate) tail: Tail,
+    /// Problems found and worked around, for the data-loss event.
+    pub(crate) notes: Vec<String>,
+}
+
+struct Candidate {
+    slot: Slot,
+    storage: Box<dyn Storage>,
+    header: HeaderRead,
+    bytes: Vec<u8>,
+}
+
+pub(crate) fn open(backend: &dyn Backend, min_len: usize, decode: &DecodeOptions) -> Result<Opened> {
+    let mut files = Vec::with_capacity(2);
+    for slot in [Slot::A, Slot::B] {
+        let storage = backend.open(slot, min_len)?;
+        let mut bytes = vec![0_u8; storage.capacity()];
+        storage.read(0, &mut bytes).map_err(crate::error::io_err("read", storage.path()))?;
+        let header = format::decode_header(&bytes);
+        if let HeaderRead::Valid(h) = header
+            && h.version > format::FORMAT_VERSION
+        {
+            return Err(Error::UnsupportedVersion {
+                path: storage.path().to_path_buf(),
+                found: h.version,
+                supported: format::FORMAT_VERSION,
+            });
+        }
+        files.push(Candidate { slot, storage, header, bytes });
+    }
+    let (Some(b), Some(a)) = (files.pop(), files.pop()) else {
+        return Err(Error::Config("journal files missing".into()));
+    };
+    elect(a, b, backend.base().to_path_buf(), decode)
+}
+
+fn committed_generation(c: &Candidate) -> Option<u64> {
+    match c.header {
+        HeaderRead::Valid(h) if h.state == STATE_COMMITTED => Some(h.generation),
+        _ => None,
+    }
+}
+
+fn has_records_region(c: &Candidate) -> bool {
+    c.bytes.get(HEADER_SIZE..HEADER_SIZE + FRAME_SIZE).is_some_and(|f| f.iter().any(|&b| b != 0))
+}
+
+fn header_damaged(c: &Candidate) -> bool {
+    match c.header {
+        HeaderRead::Invalid => true,
+        HeaderRead::Empty => has_records_region(c),
+        HeaderRead::Valid(_) => false,
+    }
+}
+
+fn elect(a: Candidate, b: Candidate, base: PathBuf, decode: &DecodeOptions) -> Result<Opened> {
+    let mut notes = Vec::new();
+    let (winner, loser, generation) = match (committed_generation(&a), committed_generation(&b)) {
+        (Some(ga), Some(gb)) if ga >= gb => (a, b, ga),
+        (Some(_), Some(gb)) => (b, a, gb),
+        (Some(ga), None) => (a, b, ga),
+        (None, Some(gb)) => (b, a, gb),
+        (None, None) => {
+            if header_damaged(&a) || header_damaged(&b) {
+                // Maybe one was the only journal and its header is damaged: trust it only if
+                // its records prove a committed generation.
+                let proven = [proven_generation(&a, 1), proven_generation(&b, 1)];
+                let found = match proven {
+                    [Some(g), _] => Some((a, b, g)),
+                    [None, Some(g)] => Some((b, a, g)),
+                    [None, None] => None,
+                };
+                if let Some((w, l, g)) = found {
+                    notes.push(format!(
+                        "{}: damaged header; generation {g} recovered from its records",
+                        w.storage.path().display()
+                    ));
+                    return replay(w, l, g, notes, decode);
+                }
+                return Err(Error::Unreadable {
+                    path: base,
+                    reason: "no journal has a valid committed header or provable records".into(),
+                });
+            }
+            if matches!(a.header, HeaderRead::Valid(_)) || matches!(b.header, HeaderRead::Valid(_)) {
+                return Err(Error::Unreadable {
+                    path: base,
+                    reason: "only an unfinished compaction was found".into(),
+                });
+            }
+            return fresh(a, b);
+        }
+    };
+    // A newer journal whose header was damaged must not lose the election to stale data.
+    if header_damaged(&loser)
+        && let Some(g) = proven_generation(&loser, generation + 1)
+    {
+        notes.push(format!(
+            "{}: damaged header; generation {g} recovered from its records",
+            loser.storage.path().display()
+        ));
+        return replay(loser, winner, g, notes, decode);
+    }
+    replay(winner, loser, generation, notes, decode)
+}
+
+/// A generation at least `min` whose records, starting at the first record position, include
+/// its commit marker: proof the file held a complete journal of that generation.
+fn proven_generation(c: &Candidate, min: u64) -> Option<u64> {
+    let head = c.bytes.get(HEADER_SIZE + 4..HEADER_SIZE + 8)?;
+    let low = u64::from(u32::from_le_bytes(head.try_into().ok()?));
+    let high = min & !0xffff_ffff;
+    let mut g = high | low;
+    if g < min {
+        g += 1 << 32;
+    }
+    let mut pos = HEADER_SIZE;
+    while let FrameRead::Record { len } = format::read_frame(c.bytes.get(pos..)?, g) {
+        let body = c.bytes.get(pos + FRAME_SIZE..pos + FRAME_SIZE + len)?;
+        if format::decode_commit(body) == Some(g) {
+            return Some(g);
+        }
+        pos += FRAME_SIZE + len;
+    }
+    None
+}
+
+fn fresh(a: Candidate, b: Candidate) -> Result<Opened> {
+    let mut active = Journal::new(a.storage, Slot::A, 0, HEADER_SIZE);
+    let path = active.storage().path().to_path_buf();
+    let io = |e| crate::error::io_err("initialize", &path)(e);
+    active.begin(1).map_err(io)?;
+    append_commit_marker(&active).map_err(io)?;
+    active.commit().map_err(io)?;
+    active.flush().map_err(io)?;
+    let inactive = Journal::new(b.storage, Slot::B, 0, HEADER_SIZE);
+    Ok(Opened { active, inactive, ops: Vec::new(), records: 0, tail: Tail::Clean, notes: Vec::new() })
+}
+
+/// Appends the marker that proves `journal`'s generation was committed.
+pub(crate) fn append_commit_marker(journal: &Journal) -> std::io::Result<()> {
+    let body = format::encode_commit(journal.generation());
+    if journal.append(&body)? {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("no room for the commit marker"))
+    }
+}
+
+fn replay(
+    winner: Candidate,
+    loser: Candidate,
+    generation: u64,
+    notes: Vec<String>,
+    decode: &DecodeOptions,
+) -> Result<Opened> {
+    let bytes = &winner.bytes;
+    let mut ops = Vec::new();
+    let mut records = 0_u64;
+    let mut pos = HEADER_SIZE;
+    let stop = loop {
+        let rest = bytes.get(pos..).unwrap_or_default();
+        match format::read_frame(rest, generation) {
+            FrameRead::Record { len } => {
+                let body = rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default();
+                if format::decode_commit(body).is_none() {
+                    match format::decode_body(body, decode) {
+                        Some(record_ops) => ops.extend(record_ops),
+                        None => break FrameRead::Torn,
+                    }
+                }
+                records += 1;
+                pos += FRAME_SIZE + len;
+            }
+            other => break other,
+        }
+    };
+    let tail = match (next_valid_record(bytes, pos + 1, generation), stop) {
+        (Some(valid_until), _) => Tail::Damaged { offset: pos, valid_until },
+        (None, FrameRead::Torn) => Tail::Torn { offset: pos },
+        (None, _) => Tail::Clean,
+    };
+    let active = Journal::new(winner.storage, winner.slot, generation, pos);
+    let inactive = Journal::new(loser.storage, loser.slot, 0, HEADER_SIZE);
+    Ok(Opened { active, inactive, ops, records, tail, notes })
+}
+
+/// The end of the last record of `generation` that starts at or after `from`, if any: proof
+/// that what stopped the replay was damage, not the end of the data.
+fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
+    let needle = (generation as u32).to_le_bytes();
+    let mut last = None;
+    let mut search = from + 4;
+    while let Some(found) = bytes.get(search..).and_then(|h| memchr::memmem::find(h, &needle)) {
+        let frame_at = search + found - 4;
+        if let Some(FrameRead::Record { len }) = bytes.get(frame_at..).map(|r| format::read_frame(r, generation)) {
+            last = Some(frame_at + FRAME_SIZE + len);
+        }
+        search += found + 1;
+    }
+    last
+}

@@ -1,0 +1,96 @@
+//! Configuration: the builder and the durability modes.
+
+use std::path::{Path, PathBuf};
+
+/// What a write survives when the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Survives a crash or kill of the process as soon as the write returns (the record is in
+    /// the shared memory map, hence in the OS page cache). Survives power loss only after
+    /// [`KVStore::sync`](crate::KVStore::sync).
+    #[default]
+    Process,
+    /// Also survives power loss when the write returns: every write is flushed (msync and
+    /// fdatasync) before it returns. Concurrent writers share one flush (group commit).
+    Sync,
+}
+
+/// The smallest journal size accepted, in bytes.
+pub const MIN_BUFFER_SIZE: usize = 16 * 1024;
+
+/// Settings for [`KVStore`](crate::KVStore); build with [`KVStore::builder`](crate::KVStore::builder).
+#[derive(Debug, Clone)]
+pub struct Builder {
+    pub(crate) base: PathBuf,
+    pub(crate) buffer_size: usize,
+    pub(crate) high_water_mark: f32,
+    pub(crate) max_size: usize,
+    pub(crate) durability: Durability,
+    pub(crate) callback: Option<fn(usize, usize, usize)>,
+}
+
+impl Builder {
+    pub(crate) fn new(base: &Path) -> Self {
+        Builder {
+            base: base.to_path_buf(),
+            buffer_size: 1024 * 1024,
+            high_water_mark: 0.8,
+            max_size: 1024 * 1024 * 1024,
+            durability: Durability::Process,
+            callback: None,
+        }
+    }
+
+    /// Initial size of each journal file in bytes (default 1 MiB, at least 16 KiB). Files that
+    /// already exist keep their data: smaller ones grow, larger ones keep their size.
+    pub fn buffer_size(mut self, bytes: usize) -> Self {
+        self.buffer_size = bytes;
+        self
+    }
+
+    /// Fraction of a journal that may fill before compaction starts (default 0.8, in (0, 1]).
+    pub fn high_water_mark(mut self, ratio: f32) -> Self {
+        self.high_water_mark = ratio;
+        self
+    }
+
+    /// Largest size either journal may grow to (default 1 GiB). Writes that would need more
+    /// fail with [`Error::Full`](crate::Error::Full).
+    pub fn max_size(mut self, bytes: usize) -> Self {
+        self.max_size = bytes;
+        self
+    }
+
+    /// What a write survives when it returns (default [`Durability::Process`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Called once each time a journal generation crosses its high-water mark, with
+    /// `(current_pos, buffer_size, hwm_pos)`, on whichever thread noticed.
+    pub fn on_high_water_mark(mut self, callback: fn(usize, usize, usize)) -> Self {
+        self.callback = Some(callback);
+        self
+    }
+
+    /// Opens (or creates) the store.
+    pub fn open(self) -> crate::Result<crate::KVStore> {
+        crate::KVStore::open_with(self)
+    }
+
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        let bad = |msg: String| Err(crate::Error::Config(msg));
+        if self.buffer_size < MIN_BUFFER_SIZE {
+            return bad(format!("buffer_size must be at least {MIN_BUFFER_SIZE} bytes"));
+        }
+        if !(self.high_water_mark > 0.0 && self.high_water_mark <= 1.0) {
+            return bad(format!("high_water_mark must be in (0, 1], not {}", self.high_water_mark));
+        }
+        if self.max_size < self.buffer_size {
+            return bad("max_size must be at least buffer_size".into());
+        }
+        Ok(())
+    }
+}
