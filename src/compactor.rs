@@ -42,7 +42,10 @@ pub(crate) enum Command {
 /// Stop copying catch-up records outside the lock once fewer than this many bytes remain.
 const CATCH_UP_UNDER_LOCK: usize = 16 * 1024;
 
-pub(crate) fn spawn(shared: Arc<Shared>, commands: Receiver<Command>) -> io::Result<JoinHandle<()>> {
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    commands: Receiver<Command>,
+) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("resilient-kv-compactor".into())
         .spawn(move || run(&shared, &commands))
@@ -50,7 +53,9 @@ pub(crate) fn spawn(shared: Arc<Shared>, commands: Receiver<Command>) -> io::Res
 
 fn run(shared: &Shared, commands: &Receiver<Command>) {
     while let Ok(command) = commands.recv() {
-        let Command::Compact { reply } = command else { break };
+        let Command::Compact { reply } = command else {
+            break;
+        };
         // Requests that piled up during the last compaction are served by this one.
         let mut replies = vec![reply];
         let mut stop = false;
@@ -69,7 +74,10 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
         };
         if let Err(e) = &outcome {
             let generation = shared.writer.lock().active.generation() + 1;
-            shared.emit(Event::CompactionFailed { generation, reason: e.to_string() });
+            shared.emit(Event::CompactionFailed {
+                generation,
+                reason: e.to_string(),
+            });
             let mut w = shared.writer.lock();
             w.compacting = false;
             w.failures += 1;
@@ -92,8 +100,13 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
 fn duplicate(outcome: &Result<()>) -> Result<()> {
     match outcome {
         Ok(()) => Ok(()),
-        Err(Error::Full { needed, max_size }) => Err(Error::Full { needed: *needed, max_size: *max_size }),
-        Err(Error::Poisoned { reason }) => Err(Error::Poisoned { reason: reason.clone() }),
+        Err(Error::Full { needed, max_size }) => Err(Error::Full {
+            needed: *needed,
+            max_size: *max_size,
+        }),
+        Err(Error::Poisoned { reason }) => Err(Error::Poisoned {
+            reason: reason.clone(),
+        }),
         Err(other) => Err(Error::Io {
             op: "compact",
             path: std::path::PathBuf::new(),
@@ -110,7 +123,11 @@ enum Stop {
 
 impl From<io::Error> for Stop {
     fn from(e: io::Error) -> Self {
-        Stop::Failed(Error::Io { op: "compaction write", path: std::path::PathBuf::new(), source: e })
+        Stop::Failed(Error::Io {
+            op: "compaction write",
+            path: std::path::PathBuf::new(),
+            source: e,
+        })
     }
 }
 
@@ -118,7 +135,9 @@ fn compact(shared: &Shared) -> Result<()> {
     shared.check_poison()?;
     let started = Instant::now();
     let Some(mut target) = shared.inactive.lock().take() else {
-        return Err(Error::Config("no inactive journal (a compaction is already running)".into()));
+        return Err(Error::Config(
+            "no inactive journal (a compaction is already running)".into(),
+        ));
     };
     let outcome = compact_into(shared, &mut target, started);
     if let Err((e, journal)) = outcome {
@@ -137,7 +156,12 @@ fn compact_into(
 ) -> std::result::Result<(), (Error, Arc<Journal>)> {
     let (snapshot, start, active, room_needed) = {
         let w = shared.writer.lock();
-        (w.map.clone(), w.active.end(), Arc::clone(&w.active), w.room_needed)
+        (
+            w.map.clone(),
+            w.active.end(),
+            Arc::clone(&w.active),
+            w.room_needed,
+        )
     };
     let generation = active.generation() + 1;
     shared.emit(Event::CompactionStarted { generation });
@@ -166,7 +190,14 @@ fn compact_into(
         copied = end;
     }
     if let Err(e) = journal.flush_records() {
-        return Err(fail(Error::Io { op: "msync", path: journal.storage().path().into(), source: e }, target));
+        return Err(fail(
+            Error::Io {
+                op: "msync",
+                path: journal.storage().path().into(),
+                source: e,
+            },
+            target,
+        ));
     }
 
     let mut w = shared.writer.lock();
@@ -176,7 +207,11 @@ fn compact_into(
         .and_then(|()| {
             // Records a `sync()` already promised must be durable before the header that
             // makes this journal the one elected.
-            if active.synced() > copied { journal.flush_records().map_err(io_error(journal)) } else { Ok(()) }
+            if active.synced() > copied {
+                journal.flush_records().map_err(io_error(journal))
+            } else {
+                Ok(())
+            }
         })
         .and_then(|()| journal.commit().map_err(io_error(journal)));
     if let Err(e) = switched {
@@ -191,22 +226,31 @@ fn compact_into(
     w.compacting = false;
     w.room_needed = 0;
     let hwm = ((capacity as f64) * f64::from(shared.config.high_water_mark)) as usize;
-    w.trigger = if bytes_after > hwm { bytes_after + (capacity - bytes_after) / 2 } else { hwm };
+    w.trigger = if bytes_after > hwm {
+        bytes_after + (capacity - bytes_after) / 2
+    } else {
+        hwm
+    };
     drop(w);
     shared.swapped.notify_all();
 
     let bytes_before = retired.end() as u64;
-    shared.stats.inactive_capacity.store(retired.capacity() as u64, Ordering::Relaxed);
+    shared
+        .stats
+        .inactive_capacity
+        .store(retired.capacity() as u64, Ordering::Relaxed);
     *shared.inactive.lock() = Some(retired);
     if let Err(e) = new_active.flush() {
         shared.poison(format!("flushing the new journal failed: {e}"));
     }
     let duration = started.elapsed();
     shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
-    shared
-        .stats
-        .last_compaction_nanos
-        .store(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
+    shared.stats.last_compaction_nanos.store(
+        u64::try_from(duration.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1),
+        Ordering::Relaxed,
+    );
     shared.emit(Event::CompactionFinished {
         generation,
         bytes_before,
@@ -218,7 +262,11 @@ fn compact_into(
 }
 
 fn io_error(journal: &Journal) -> impl Fn(io::Error) -> Error + '_ {
-    move |source| Error::Io { op: "compaction write", path: journal.storage().path().into(), source }
+    move |source| Error::Io {
+        op: "compaction write",
+        path: journal.storage().path().into(),
+        source,
+    }
 }
 
 /// Writes every live key into `journal` as generation `generation`, growing the file when the
@@ -249,7 +297,10 @@ fn write_snapshot(
                 grow(shared, journal, wanted_capacity(used, ratio, max_size))?;
             }
             Err(Stop::NoRoom) => {
-                return Err(Error::Full { needed: journal.end() as u64, max_size: max_size as u64 });
+                return Err(Error::Full {
+                    needed: journal.end() as u64,
+                    max_size: max_size as u64,
+                });
             }
             Err(Stop::Failed(e)) => return Err(e),
         }
@@ -265,8 +316,13 @@ fn grow(shared: &Shared, journal: &mut Journal, new_size: usize) -> Result<()> {
     if new_size <= journal.capacity() {
         return Ok(());
     }
-    journal.storage_mut().grow(new_size).map_err(io_error(journal))?;
-    shared.emit(Event::JournalGrown { new_size: new_size as u64 });
+    journal
+        .storage_mut()
+        .grow(new_size)
+        .map_err(io_error(journal))?;
+    shared.emit(Event::JournalGrown {
+        new_size: new_size as u64,
+    });
     Ok(())
 }
 
@@ -274,7 +330,9 @@ fn write_entries(shared: &Shared, journal: &Journal, map: &Map) -> std::result::
     let mut body = Vec::with_capacity(256);
     for (i, (key, value)) in map.iter().enumerate() {
         if i % 4096 == 0 && shared.shutting_down.load(Ordering::Acquire) {
-            return Err(Stop::Failed(Error::Poisoned { reason: "the store is closing".into() }));
+            return Err(Stop::Failed(Error::Poisoned {
+                reason: "the store is closing".into(),
+            }));
         }
         body.clear();
         format::encode_put(key, value, &shared.limits, &mut body).map_err(Stop::Failed)?;
@@ -293,7 +351,9 @@ fn copy_records(source: &Journal, target: &Journal, from: usize, to: usize) -> R
             if target.append(body)? {
                 Ok(())
             } else {
-                Err(io::Error::other("the new journal has no room for the records written during compaction"))
+                Err(io::Error::other(
+                    "the new journal has no room for the records written during compaction",
+                ))
             }
         })
         .map_err(io_error(target))

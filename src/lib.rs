@@ -31,6 +31,8 @@ mod error;
 mod events;
 mod journal;
 mod options;
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(feature = "serde")]
 mod serde_impl;
 mod snapshot;

@@ -83,10 +83,15 @@ impl Builder {
     pub(crate) fn validate(&self) -> crate::Result<()> {
         let bad = |msg: String| Err(crate::Error::Config(msg));
         if self.buffer_size < MIN_BUFFER_SIZE {
-            return bad(format!("buffer_size must be at least {MIN_BUFFER_SIZE} bytes"));
+            return bad(format!(
+                "buffer_size must be at least {MIN_BUFFER_SIZE} bytes"
+            ));
         }
         if !(self.high_water_mark > 0.0 && self.high_water_mark <= 1.0) {
-            return bad(format!("high_water_mark must be in (0, 1], not {}", self.high_water_mark));
+            return bad(format!(
+                "high_water_mark must be in (0, 1], not {}",
+                self.high_water_mark
+            ));
         }
         if self.max_size < self.buffer_size {
             return bad("max_size must be at least buffer_size".into());

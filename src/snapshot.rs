@@ -44,7 +44,10 @@ pub struct Snapshot {
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot").field("len", &self.len()).field("seq", &self.seq()).finish()
+        f.debug_struct("Snapshot")
+            .field("len", &self.len())
+            .field("seq", &self.seq())
+            .finish()
     }
 }
 
@@ -85,16 +88,14 @@ impl Snapshot {
 
     /// Copies the whole snapshot into a `HashMap`.
     pub fn to_hashmap(&self) -> HashMap<String, Value> {
-        self.iter().map(|(k, v)| (k.to_owned(), v.clone())).collect()
+        self.iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect()
     }
 
     /// How many writes (since the store was opened) this snapshot includes; later snapshots
     /// never have a smaller number.
     pub fn seq(&self) -> u64 {
         self.version.seq
-    }
-
-    pub(crate) fn map(&self) -> &Map {
-        &self.version.map
     }
 }

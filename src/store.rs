@@ -140,7 +140,11 @@ impl Batch {
     /// Adds an insert (`Value::Null` removes the key).
     pub fn insert(&mut self, key: impl Into<String>, value: Value) -> &mut Self {
         let key = key.into();
-        self.ops.push(if value.is_null() { Op::Delete(key) } else { Op::Put(key, value) });
+        self.ops.push(if value.is_null() {
+            Op::Delete(key)
+        } else {
+            Op::Put(key, value)
+        });
         self
     }
 
@@ -204,13 +208,20 @@ impl KVStore {
         }
         let open_events = loss_events(&opened.active, &opened.tail, &opened.notes);
         let stats = Counters::default();
-        stats.data_loss.store(open_events.len() as u64, Ordering::Relaxed);
-        stats.inactive_capacity.store(opened.inactive.capacity() as u64, Ordering::Relaxed);
+        stats
+            .data_loss
+            .store(open_events.len() as u64, Ordering::Relaxed);
+        stats
+            .inactive_capacity
+            .store(opened.inactive.capacity() as u64, Ordering::Relaxed);
         let active = Arc::new(opened.active);
         let trigger = hwm_pos(&config, active.capacity());
         let (commands, receiver) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
-            published: ArcSwap::from_pointee(Version { map: map.clone(), seq: 0 }),
+            published: ArcSwap::from_pointee(Version {
+                map: map.clone(),
+                seq: 0,
+            }),
             writer: Mutex::new(Writer {
                 active,
                 map,
@@ -236,7 +247,10 @@ impl KVStore {
         });
         let compactor = compactor::spawn(Arc::clone(&shared), receiver)
             .map_err(crate::error::io_err("spawn compactor", &shared.config.base))?;
-        let store = KVStore { shared, compactor: Some(compactor) };
+        let store = KVStore {
+            shared,
+            compactor: Some(compactor),
+        };
         // A journal left above its mark (e.g. by a crash before compaction) compacts now.
         store.shared.maybe_request_compaction();
         Ok(store)
@@ -244,7 +258,13 @@ impl KVStore {
 
     /// The value under `key`. Never blocks and never touches the disk.
     pub fn get(&self, key: &str) -> Result<Option<Value>> {
-        Ok(self.shared.published.load().map.get(key).map(|v| Value::clone(v)))
+        Ok(self
+            .shared
+            .published
+            .load()
+            .map
+            .get(key)
+            .map(|v| Value::clone(v)))
     }
 
     /// Whether `key` is present.
@@ -285,7 +305,11 @@ impl KVStore {
     /// Stores `value` under `key` and returns the previous value. Inserting `Value::Null`
     /// removes the key. On error nothing changed.
     pub fn insert(&self, key: String, value: Value) -> Result<Option<Value>> {
-        let op = if value.is_null() { Op::Delete(key) } else { Op::Put(key, value) };
+        let op = if value.is_null() {
+            Op::Delete(key)
+        } else {
+            Op::Put(key, value)
+        };
         let mut previous = self.shared.write(vec![op])?;
         Ok(previous.pop().flatten())
     }
@@ -341,7 +365,12 @@ impl KVStore {
     pub fn stats(&self) -> Stats {
         let (generation, used, capacity, live) = {
             let w = self.shared.writer.lock();
-            (w.active.generation(), w.active.end(), w.active.capacity(), w.map.len())
+            (
+                w.active.generation(),
+                w.active.end(),
+                w.active.capacity(),
+                w.map.len(),
+            )
         };
         let s = &self.shared.stats;
         let last = s.last_compaction_nanos.load(Ordering::Relaxed);
@@ -377,7 +406,9 @@ fn hwm_pos(config: &Builder, capacity: usize) -> usize {
 
 pub(crate) fn apply_op(map: &mut Map, op: Op) -> Option<Value> {
     match op {
-        Op::Put(key, value) => map.insert(Arc::from(key), Arc::new(value)).map(unwrap_value),
+        Op::Put(key, value) => map
+            .insert(Arc::from(key), Arc::new(value))
+            .map(unwrap_value),
         Op::Delete(key) => map.remove(key.as_str()).map(unwrap_value),
         Op::Clear => {
             *map = Map::default();
@@ -394,9 +425,18 @@ fn loss_events(active: &Journal, tail: &Tail, notes: &[String]) -> Vec<Event> {
     let path = active.storage().path().to_path_buf();
     let mut events: Vec<Event> = notes
         .iter()
-        .map(|note| Event::DataLoss { path: path.clone(), offset: 0, lost_bytes: 0, detail: note.clone() })
+        .map(|note| Event::DataLoss {
+            path: path.clone(),
+            offset: 0,
+            lost_bytes: 0,
+            detail: note.clone(),
+        })
         .collect();
-    if let Tail::Damaged { offset, valid_until } = *tail {
+    if let Tail::Damaged {
+        offset,
+        valid_until,
+    } = *tail
+    {
         events.push(Event::DataLoss {
             path,
             offset: offset as u64,
@@ -414,11 +454,19 @@ fn loss_events(active: &Journal, tail: &Tail, notes: &[String]) -> Vec<Event> {
 
 impl Shared {
     pub(crate) fn check_poison(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) { Err(self.poison_error()) } else { Ok(()) }
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(self.poison_error())
+        } else {
+            Ok(())
+        }
     }
 
     pub(crate) fn poison_error(&self) -> Error {
-        let reason = self.poison.lock().clone().unwrap_or_else(|| "the store was closed".into());
+        let reason = self
+            .poison
+            .lock()
+            .clone()
+            .unwrap_or_else(|| "the store was closed".into());
         Error::Poisoned { reason }
     }
 
@@ -435,7 +483,9 @@ impl Shared {
     }
 
     pub(crate) fn emit(&self, event: Event) {
-        self.subscribers.lock().retain(|tx| tx.send(event.clone()).is_ok());
+        self.subscribers
+            .lock()
+            .retain(|tx| tx.send(event.clone()).is_ok());
     }
 
     pub(crate) fn request_compaction(&self, reply: Option<Sender<Result<()>>>) {
@@ -474,7 +524,10 @@ impl Shared {
         let size = Journal::record_size(body.len());
         let max_records = self.config.max_size.saturating_sub(HEADER_SIZE + 64);
         if size > max_records {
-            return Err(Error::TooLarge { size: size as u64, max_size: self.config.max_size as u64 });
+            return Err(Error::TooLarge {
+                size: size as u64,
+                max_size: self.config.max_size as u64,
+            });
         }
 
         // Removals may use the journal's reserve; anything that can add data may not.
@@ -508,14 +561,17 @@ impl Shared {
             let failures = w.failures;
             if !w.compacting {
                 w.compacting = true;
-                if self.commands.send(Command::Compact { reply: None }).is_err() {
+                if self
+                    .commands
+                    .send(Command::Compact { reply: None })
+                    .is_err()
+                {
                     w.compacting = false;
                     return Err(self.poison_error());
                 }
             }
             let generation = w.active.generation();
-            while w.compacting && w.failures == failures && !self.poisoned.load(Ordering::Acquire)
-            {
+            while w.compacting && w.failures == failures && !self.poisoned.load(Ordering::Acquire) {
                 self.swapped.wait(&mut w);
             }
             if w.failures != failures && w.active.generation() == generation {
@@ -530,7 +586,10 @@ impl Shared {
         let previous: Vec<Option<Value>> =
             ops.drain(..).map(|op| apply_op(&mut w.map, op)).collect();
         w.seq += 1;
-        self.published.store(Arc::new(Version { map: w.map.clone(), seq: w.seq }));
+        self.published.store(Arc::new(Version {
+            map: w.map.clone(),
+            seq: w.seq,
+        }));
 
         let end = w.active.end();
         let capacity = w.active.capacity();
@@ -547,7 +606,12 @@ impl Shared {
         let journal = (self.config.durability == Durability::Sync).then(|| Arc::clone(&w.active));
         drop(w);
 
-        if compact && self.commands.send(Command::Compact { reply: None }).is_err() {
+        if compact
+            && self
+                .commands
+                .send(Command::Compact { reply: None })
+                .is_err()
+        {
             self.writer.lock().compacting = false;
         }
         if let Some(callback) = fire {
@@ -574,11 +638,11 @@ impl Shared {
             {
                 let _one_flusher = self.sync_lock.lock();
                 self.check_poison()?;
-                if journal.synced() < end || journal.header_dirty() {
-                    if let Err(e) = journal.flush() {
-                        self.poison(format!("flush failed: {e}"));
-                        return Err(crate::error::io_err("msync", journal.storage().path())(e));
-                    }
+                if (journal.synced() < end || journal.header_dirty())
+                    && let Err(e) = journal.flush()
+                {
+                    self.poison(format!("flush failed: {e}"));
+                    return Err(crate::error::io_err("msync", journal.storage().path())(e));
                 }
             }
             // If a swap happened meanwhile, the records now live in the new journal, which

@@ -14,7 +14,10 @@ fn insert_get_remove_and_reopen() {
     {
         let store = KVStore::new(base(&dir), 64 * 1024, None, None).unwrap();
         assert_eq!(store.insert("a".into(), Value::Integer(1)).unwrap(), None);
-        assert_eq!(store.insert("a".into(), Value::Integer(2)).unwrap(), Some(Value::Integer(1)));
+        assert_eq!(
+            store.insert("a".into(), Value::Integer(2)).unwrap(),
+            Some(Value::Integer(1))
+        );
         store.insert("b".into(), Value::from("text")).unwrap();
         store.insert("u".into(), Value::from(u64::MAX)).unwrap();
         assert_eq!(store.remove("b").unwrap(), Some(Value::from("text")));
@@ -22,7 +25,10 @@ fn insert_get_remove_and_reopen() {
         store.insert("c".into(), Value::Null).unwrap();
         assert_eq!(store.len(), 2);
     }
-    assert!(dir.path().join("app.db.jrna").exists(), "files append the extension");
+    assert!(
+        dir.path().join("app.db.jrna").exists(),
+        "files append the extension"
+    );
     assert!(dir.path().join("app.db.jrnb").exists());
     let store = KVStore::new(base(&dir), 64 * 1024, None, None).unwrap();
     assert_eq!(store.get("a").unwrap(), Some(Value::Integer(2)));
@@ -35,44 +41,74 @@ fn insert_get_remove_and_reopen() {
 #[test]
 fn compaction_keeps_everything_across_many_generations() {
     let dir = tempfile::tempdir().unwrap();
-    let store = KVStore::builder(base(&dir)).buffer_size(16 * 1024).open().unwrap();
+    let store = KVStore::builder(base(&dir))
+        .buffer_size(16 * 1024)
+        .open()
+        .unwrap();
     let events = store.subscribe();
     for i in 0..20_000 {
-        store.insert(format!("key_{:03}", i % 300), Value::Integer(i)).unwrap();
+        store
+            .insert(format!("key_{:03}", i % 300), Value::Integer(i))
+            .unwrap();
     }
     let stats = store.stats();
     assert!(stats.compactions > 5, "{stats:?}");
     assert!(stats.generation > 5);
-    let finished = events.try_iter().filter(|e| matches!(e, Event::CompactionFinished { .. })).count();
+    let finished = events
+        .try_iter()
+        .filter(|e| matches!(e, Event::CompactionFinished { .. }))
+        .count();
     assert!(finished > 5);
     let expected = store.as_hashmap();
     assert_eq!(expected.len(), 300);
     drop(store);
-    let store = KVStore::builder(base(&dir)).buffer_size(16 * 1024).open().unwrap();
+    let store = KVStore::builder(base(&dir))
+        .buffer_size(16 * 1024)
+        .open()
+        .unwrap();
     assert_eq!(store.as_hashmap(), expected);
     for i in 19_700..20_000 {
-        assert_eq!(store.get(&format!("key_{:03}", i % 300)).unwrap(), Some(Value::Integer(i)));
+        assert_eq!(
+            store.get(&format!("key_{:03}", i % 300)).unwrap(),
+            Some(Value::Integer(i))
+        );
     }
 }
 
 #[test]
 fn journals_grow_when_live_data_outgrows_them() {
     let dir = tempfile::tempdir().unwrap();
-    let store = KVStore::builder(base(&dir)).buffer_size(16 * 1024).open().unwrap();
+    let store = KVStore::builder(base(&dir))
+        .buffer_size(16 * 1024)
+        .open()
+        .unwrap();
     let events = store.subscribe();
     for i in 0..3_000 {
-        store.insert(format!("key_{i:05}"), Value::from("x".repeat(40))).unwrap();
+        store
+            .insert(format!("key_{i:05}"), Value::from("x".repeat(40)))
+            .unwrap();
     }
-    assert!(events.try_iter().any(|e| matches!(e, Event::JournalGrown { .. })));
+    assert!(
+        events
+            .try_iter()
+            .any(|e| matches!(e, Event::JournalGrown { .. }))
+    );
     drop(store);
-    let store = KVStore::builder(base(&dir)).buffer_size(16 * 1024).open().unwrap();
+    let store = KVStore::builder(base(&dir))
+        .buffer_size(16 * 1024)
+        .open()
+        .unwrap();
     assert_eq!(store.len(), 3_000);
 }
 
 #[test]
 fn full_store_refuses_writes_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = KVStore::builder(base(&dir)).buffer_size(16 * 1024).max_size(32 * 1024).open().unwrap();
+    let store = KVStore::builder(base(&dir))
+        .buffer_size(16 * 1024)
+        .max_size(32 * 1024)
+        .open()
+        .unwrap();
     let mut refused = None;
     for i in 0..10_000 {
         match store.insert(format!("key_{i:05}"), Value::from("y".repeat(50))) {
@@ -98,14 +134,27 @@ fn full_store_refuses_writes_and_changes_nothing() {
 fn batches_apply_all_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = KVStore::new(base(&dir), 64 * 1024, None, None).unwrap();
-    store.insert("pending".into(), Value::Boolean(true)).unwrap();
+    store
+        .insert("pending".into(), Value::Boolean(true))
+        .unwrap();
     let mut batch = Batch::new();
-    batch.insert("x", Value::Integer(1)).insert("y", Value::Integer(2)).remove("pending");
+    batch
+        .insert("x", Value::Integer(1))
+        .insert("y", Value::Integer(2))
+        .remove("pending");
     store.write_batch(batch).unwrap();
     let mut bad = Batch::new();
-    bad.insert("z", Value::Integer(3)).insert("w", Value::Float(f64::NAN));
-    assert!(matches!(store.write_batch(bad), Err(Error::InvalidValue(_))));
-    assert_eq!(store.get("z").unwrap(), None, "a rejected batch applies nothing");
+    bad.insert("z", Value::Integer(3))
+        .insert("w", Value::Float(f64::NAN));
+    assert!(matches!(
+        store.write_batch(bad),
+        Err(Error::InvalidValue(_))
+    ));
+    assert_eq!(
+        store.get("z").unwrap(),
+        None,
+        "a rejected batch applies nothing"
+    );
     drop(store);
     let store = KVStore::new(base(&dir), 64 * 1024, None, None).unwrap();
     assert_eq!(store.get("x").unwrap(), Some(Value::Integer(1)));
@@ -118,17 +167,35 @@ fn batches_apply_all_or_nothing() {
 fn bad_input_is_refused_with_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store = KVStore::new(base(&dir), 64 * 1024, None, None).unwrap();
-    assert!(matches!(store.insert(String::new(), Value::Integer(1)), Err(Error::InvalidKey { .. })));
-    assert!(matches!(store.insert("k".repeat(5000), Value::Integer(1)), Err(Error::InvalidKey { .. })));
-    assert!(matches!(store.insert("f".into(), Value::Float(f64::INFINITY)), Err(Error::InvalidValue(_))));
+    assert!(matches!(
+        store.insert(String::new(), Value::Integer(1)),
+        Err(Error::InvalidKey { .. })
+    ));
+    assert!(matches!(
+        store.insert("k".repeat(5000), Value::Integer(1)),
+        Err(Error::InvalidKey { .. })
+    ));
+    assert!(matches!(
+        store.insert("f".into(), Value::Float(f64::INFINITY)),
+        Err(Error::InvalidValue(_))
+    ));
     let mut deep = Value::Null;
     for _ in 0..1000 {
         deep = Value::Array(vec![deep]);
     }
-    assert!(matches!(store.insert("deep".into(), deep), Err(Error::InvalidValue(_))));
+    assert!(matches!(
+        store.insert("deep".into(), deep),
+        Err(Error::InvalidValue(_))
+    ));
     let huge = Value::from("h".repeat(2 * 1024 * 1024));
-    let small = KVStore::builder(dir.path().join("small")).max_size(1024 * 1024).open().unwrap();
-    assert!(matches!(small.insert("huge".into(), huge), Err(Error::TooLarge { .. })));
+    let small = KVStore::builder(dir.path().join("small"))
+        .max_size(1024 * 1024)
+        .open()
+        .unwrap();
+    assert!(matches!(
+        small.insert("huge".into(), huge),
+        Err(Error::TooLarge { .. })
+    ));
     assert!(store.is_empty() && small.is_empty());
 }
 

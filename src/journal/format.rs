@@ -70,14 +70,20 @@ pub(crate) fn encode_header(header: &Header) -> [u8; HEADER_USED] {
     put(&mut out, MAGIC_OFFSET, &MAGIC);
     put(&mut out, VERSION_OFFSET, &header.version.to_le_bytes());
     put(&mut out, STATE_OFFSET, &header.state.to_le_bytes());
-    put(&mut out, GENERATION_OFFSET, &header.generation.to_le_bytes());
+    put(
+        &mut out,
+        GENERATION_OFFSET,
+        &header.generation.to_le_bytes(),
+    );
     let crc = crc32c::crc32c(out.get(..HEADER_CRC_OFFSET).unwrap_or_default());
     put(&mut out, HEADER_CRC_OFFSET, &crc.to_le_bytes());
     out
 }
 
 pub(crate) fn decode_header(bytes: &[u8]) -> HeaderRead {
-    let Some(bytes) = bytes.get(..HEADER_USED) else { return HeaderRead::Invalid };
+    let Some(bytes) = bytes.get(..HEADER_USED) else {
+        return HeaderRead::Invalid;
+    };
     if bytes.iter().all(|&b| b == 0) {
         return HeaderRead::Empty;
     }
@@ -93,9 +99,11 @@ pub(crate) fn decode_header(bytes: &[u8]) -> HeaderRead {
         read_u32(bytes, STATE_OFFSET),
         read_u64(bytes, GENERATION_OFFSET),
     ) {
-        (Some(version), Some(state), Some(generation)) => {
-            HeaderRead::Valid(Header { version, state, generation })
-        }
+        (Some(version), Some(state), Some(generation)) => HeaderRead::Valid(Header {
+            version,
+            state,
+            generation,
+        }),
         _ => HeaderRead::Invalid,
     }
 }
@@ -106,8 +114,16 @@ pub(crate) fn frame(generation: u64, body: &[u8]) -> [u8; FRAME_SIZE] {
     let mut out = [0_u8; FRAME_SIZE];
     let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
     put(&mut out, FRAME_LEN_OFFSET, &len.to_le_bytes());
-    put(&mut out, FRAME_GEN_OFFSET, &(generation as u32).to_le_bytes());
-    put(&mut out, FRAME_CRC_OFFSET, &record_crc(generation, body).to_le_bytes());
+    put(
+        &mut out,
+        FRAME_GEN_OFFSET,
+        &(generation as u32).to_le_bytes(),
+    );
+    put(
+        &mut out,
+        FRAME_CRC_OFFSET,
+        &record_crc(generation, body).to_le_bytes(),
+    );
     out
 }
 
@@ -131,7 +147,11 @@ pub(crate) enum FrameRead {
 
 pub(crate) fn read_frame(region: &[u8], generation: u64) -> FrameRead {
     let Some(head) = region.get(..FRAME_SIZE) else {
-        return if region.iter().all(|&b| b == 0) { FrameRead::Zero } else { FrameRead::Foreign };
+        return if region.iter().all(|&b| b == 0) {
+            FrameRead::Zero
+        } else {
+            FrameRead::Foreign
+        };
     };
     if head.iter().all(|&b| b == 0) {
         return FrameRead::Zero;
@@ -147,7 +167,9 @@ pub(crate) fn read_frame(region: &[u8], generation: u64) -> FrameRead {
         return FrameRead::Foreign;
     }
     let len = len as usize;
-    let body = FRAME_SIZE.checked_add(len).and_then(|end| region.get(FRAME_SIZE..end));
+    let body = FRAME_SIZE
+        .checked_add(len)
+        .and_then(|end| region.get(FRAME_SIZE..end));
     match body {
         Some(body) if len > 0 && (cfg!(fuzzing) || record_crc(generation, body) == crc) => {
             FrameRead::Record { len }
@@ -223,7 +245,10 @@ fn encode_op(op: &Op, limits: &Limits, out: &mut Vec<u8>) -> crate::Result<()> {
 /// Decodes a record body; `None` if it is malformed (which a valid checksum makes a bug or a
 /// forged file, never a crash).
 pub(crate) fn decode_body(body: &[u8], options: &DecodeOptions) -> Option<Vec<Op>> {
-    let mut cursor = Cursor { bytes: body, pos: 0 };
+    let mut cursor = Cursor {
+        bytes: body,
+        pos: 0,
+    };
     let ops = match cursor.byte()? {
         OP_BATCH => {
             let count = cursor.varint()?;
@@ -306,23 +331,33 @@ fn put(out: &mut [u8], offset: usize, bytes: &[u8]) {
 }
 
 fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(offset..offset + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        bytes.get(offset..offset + 4)?.try_into().ok()?,
+    ))
 }
 
 fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(offset..offset + 8)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        bytes.get(offset..offset + 8)?.try_into().ok()?,
+    ))
 }
 
 /// Checks a key against the documented rules.
 pub(crate) fn check_key(key: &str) -> crate::Result<()> {
     if key.is_empty() {
-        return Err(crate::Error::InvalidKey { reason: "keys must not be empty" });
+        return Err(crate::Error::InvalidKey {
+            reason: "keys must not be empty",
+        });
     }
     if key.len() > MAX_KEY_LEN {
-        return Err(crate::Error::InvalidKey { reason: "keys must be at most 4096 bytes" });
+        return Err(crate::Error::InvalidKey {
+            reason: "keys must be at most 4096 bytes",
+        });
     }
     if key.contains('\0') {
-        return Err(crate::Error::InvalidKey { reason: "keys must not contain NUL" });
+        return Err(crate::Error::InvalidKey {
+            reason: "keys must not contain NUL",
+        });
     }
     Ok(())
 }
@@ -356,7 +391,10 @@ mod tests {
             ("MAX_KEY_LEN", MAX_KEY_LEN),
         ] {
             let line = format!("| `{name}` | {value} |");
-            assert!(doc.contains(&line), "docs/format.md must contain the row {line}");
+            assert!(
+                doc.contains(&line),
+                "docs/format.md must contain the row {line}"
+            );
         }
         assert!(doc.contains("`RKVJRNL\\x01`"));
         assert!(doc.contains(&format!("0x{STATE_PENDING:08x}")));
@@ -384,10 +422,16 @@ mod tests {
 
     #[test]
     fn bodies_round_trip() {
-        let ops = vec![Op::Put("a".into(), Value::Integer(1)), Op::Delete("b".into())];
+        let ops = vec![
+            Op::Put("a".into(), Value::Integer(1)),
+            Op::Delete("b".into()),
+        ];
         let mut body = Vec::new();
         encode_body(&ops, &Limits::default(), &mut body).unwrap();
         assert_eq!(decode_body(&body, &DecodeOptions::default()), Some(ops));
-        assert_eq!(decode_body(&body[..body.len() - 1], &DecodeOptions::default()), None);
+        assert_eq!(
+            decode_body(&body[..body.len() - 1], &DecodeOptions::default()),
+            None
+        );
     }
 }

@@ -7,7 +7,10 @@
 //! - Within the store, `Journal` upholds the `Storage` contract: one appender writes above the
 //!   published end position, readers read below it, so no byte is read and written at once.
 //! - Every access is bounds-checked against the mapping's length before the copy.
-#![expect(unsafe_code, reason = "memory-mapping a file is unsafe; this module fences it in")]
+#![expect(
+    unsafe_code,
+    reason = "memory-mapping a file is unsafe; this module fences it in"
+)]
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
@@ -27,7 +30,9 @@ pub(crate) struct FileBackend {
 
 impl FileBackend {
     pub(crate) fn new(base: &Path) -> Self {
-        FileBackend { base: base.to_path_buf() }
+        FileBackend {
+            base: base.to_path_buf(),
+        }
     }
 
     /// `<base>.<ext>`, appending (`app.db` gives `app.db.jrna`).
@@ -78,7 +83,9 @@ fn sync_parent_dir(path: &Path) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", &dir))
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", &dir))
 }
 
 /// Reserves `len` bytes for the file so that stores into the map can never hit a hole on a
@@ -89,7 +96,11 @@ fn allocate(file: &File, len: usize) -> io::Result<()> {
     // SAFETY: posix_fallocate only reads its integer arguments; the descriptor is open and
     // owned by `file` for the duration of the call.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
 }
 
 fn map(file: &File) -> io::Result<MmapRaw> {
@@ -103,7 +114,10 @@ struct MmapStorage {
 }
 
 fn out_of_bounds() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, "access beyond the end of the journal")
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "access beyond the end of the journal",
+    )
 }
 
 impl MmapStorage {
@@ -130,7 +144,11 @@ impl Storage for MmapStorage {
         // as `self`; `out` is a distinct Rust buffer; and by the `Storage` contract no other
         // thread writes this range while it is read.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), out.as_mut_ptr(), out.len());
+            std::ptr::copy_nonoverlapping(
+                self.map.as_ptr().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            );
         }
         Ok(())
     }
@@ -141,7 +159,11 @@ impl Storage for MmapStorage {
         // other thread reads or writes this range concurrently. The file is locked, so no
         // other process writes it either.
         unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(offset), data.len());
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.map.as_mut_ptr().add(offset),
+                data.len(),
+            );
         }
         Ok(())
     }

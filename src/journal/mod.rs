@@ -13,12 +13,11 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use format::{FRAME_SIZE, HEADER_SIZE, Header, STATE_COMMITTED, STATE_PENDING};
-use storage::{Slot, Storage};
+use storage::Storage;
 
 /// A journal file and where its valid records end.
 pub(crate) struct Journal {
     storage: Box<dyn Storage>,
-    slot: Slot,
     generation: u64,
     /// End of the last complete record. Only the writer holding the store's writer lock (or
     /// the owner of an inactive journal) advances it; it is published with `Release` after the
@@ -31,19 +30,14 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    pub(crate) fn new(storage: Box<dyn Storage>, slot: Slot, generation: u64, end: usize) -> Self {
+    pub(crate) fn new(storage: Box<dyn Storage>, generation: u64, end: usize) -> Self {
         Journal {
             storage,
-            slot,
             generation,
             end: AtomicUsize::new(end),
             synced: AtomicUsize::new(end),
             header_dirty: AtomicBool::new(false),
         }
-    }
-
-    pub(crate) fn slot(&self) -> Slot {
-        self.slot
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -99,7 +93,8 @@ impl Journal {
             return Ok(false);
         }
         self.storage.write(pos + FRAME_SIZE, body)?;
-        self.storage.write(pos, &format::frame(self.generation, body))?;
+        self.storage
+            .write(pos, &format::frame(self.generation, body))?;
         // Release: the record's bytes happen-before any read of the new end.
         self.end.store(pos + size, Ordering::Release);
         Ok(true)
@@ -158,7 +153,11 @@ impl Journal {
     }
 
     fn write_header(&self, generation: u64, state: u32) -> io::Result<()> {
-        let header = Header { version: format::FORMAT_VERSION, state, generation };
+        let header = Header {
+            version: format::FORMAT_VERSION,
+            state,
+            generation,
+        };
         self.storage.write(0, &format::encode_header(&header))
     }
 

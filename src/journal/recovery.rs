@@ -10,9 +10,7 @@
 use std::path::PathBuf;
 
 use super::Journal;
-use super::format::{
-    self, FRAME_SIZE, FrameRead, HEADER_SIZE, HeaderRead, Op, STATE_COMMITTED,
-};
+use super::format::{self, FRAME_SIZE, FrameRead, HEADER_SIZE, HeaderRead, Op, STATE_COMMITTED};
 use super::storage::{Backend, Slot, Storage};
 use crate::bonjson::DecodeOptions;
 use crate::{Error, Result};
@@ -35,25 +33,29 @@ pub(crate) struct Opened {
     pub(crate) active: Journal,
     pub(crate) inactive: Journal,
     pub(crate) ops: Vec<Op>,
-    pub(crate) records: u64,
     pub(crate) tail: Tail,
     /// Problems found and worked around, for the data-loss event.
     pub(crate) notes: Vec<String>,
 }
 
 struct Candidate {
-    slot: Slot,
     storage: Box<dyn Storage>,
     header: HeaderRead,
     bytes: Vec<u8>,
 }
 
-pub(crate) fn open(backend: &dyn Backend, min_len: usize, decode: &DecodeOptions) -> Result<Opened> {
+pub(crate) fn open(
+    backend: &dyn Backend,
+    min_len: usize,
+    decode: &DecodeOptions,
+) -> Result<Opened> {
     let mut files = Vec::with_capacity(2);
     for slot in [Slot::A, Slot::B] {
         let storage = backend.open(slot, min_len)?;
         let mut bytes = vec![0_u8; storage.capacity()];
-        storage.read(0, &mut bytes).map_err(crate::error::io_err("read", storage.path()))?;
+        storage
+            .read(0, &mut bytes)
+            .map_err(crate::error::io_err("read", storage.path()))?;
         let header = format::decode_header(&bytes);
         if let HeaderRead::Valid(h) = header
             && h.version > format::FORMAT_VERSION
@@ -64,7 +66,11 @@ pub(crate) fn open(backend: &dyn Backend, min_len: usize, decode: &DecodeOptions
                 supported: format::FORMAT_VERSION,
             });
         }
-        files.push(Candidate { slot, storage, header, bytes });
+        files.push(Candidate {
+            storage,
+            header,
+            bytes,
+        });
     }
     let (Some(b), Some(a)) = (files.pop(), files.pop()) else {
         return Err(Error::Config("journal files missing".into()));
@@ -80,7 +86,9 @@ fn committed_generation(c: &Candidate) -> Option<u64> {
 }
 
 fn has_records_region(c: &Candidate) -> bool {
-    c.bytes.get(HEADER_SIZE..HEADER_SIZE + FRAME_SIZE).is_some_and(|f| f.iter().any(|&b| b != 0))
+    c.bytes
+        .get(HEADER_SIZE..HEADER_SIZE + FRAME_SIZE)
+        .is_some_and(|f| f.iter().any(|&b| b != 0))
 }
 
 fn header_damaged(c: &Candidate) -> bool {
@@ -120,7 +128,8 @@ fn elect(a: Candidate, b: Candidate, base: PathBuf, decode: &DecodeOptions) -> R
                     reason: "no journal has a valid committed header or provable records".into(),
                 });
             }
-            if matches!(a.header, HeaderRead::Valid(_)) || matches!(b.header, HeaderRead::Valid(_)) {
+            if matches!(a.header, HeaderRead::Valid(_)) || matches!(b.header, HeaderRead::Valid(_))
+            {
                 return Err(Error::Unreadable {
                     path: base,
                     reason: "only an unfinished compaction was found".into(),
@@ -164,15 +173,21 @@ fn proven_generation(c: &Candidate, min: u64) -> Option<u64> {
 }
 
 fn fresh(a: Candidate, b: Candidate) -> Result<Opened> {
-    let mut active = Journal::new(a.storage, Slot::A, 0, HEADER_SIZE);
+    let mut active = Journal::new(a.storage, 0, HEADER_SIZE);
     let path = active.storage().path().to_path_buf();
     let io = |e| crate::error::io_err("initialize", &path)(e);
     active.begin(1).map_err(io)?;
     append_commit_marker(&active).map_err(io)?;
     active.commit().map_err(io)?;
     active.flush().map_err(io)?;
-    let inactive = Journal::new(b.storage, Slot::B, 0, HEADER_SIZE);
-    Ok(Opened { active, inactive, ops: Vec::new(), records: 0, tail: Tail::Clean, notes: Vec::new() })
+    let inactive = Journal::new(b.storage, 0, HEADER_SIZE);
+    Ok(Opened {
+        active,
+        inactive,
+        ops: Vec::new(),
+        tail: Tail::Clean,
+        notes: Vec::new(),
+    })
 }
 
 /// Appends the marker that proves `journal`'s generation was committed.
@@ -194,7 +209,6 @@ fn replay(
 ) -> Result<Opened> {
     let bytes = &winner.bytes;
     let mut ops = Vec::new();
-    let mut records = 0_u64;
     let mut pos = HEADER_SIZE;
     let stop = loop {
         let rest = bytes.get(pos..).unwrap_or_default();
@@ -207,20 +221,28 @@ fn replay(
                         None => break FrameRead::Torn,
                     }
                 }
-                records += 1;
                 pos += FRAME_SIZE + len;
             }
             other => break other,
         }
     };
     let tail = match (next_valid_record(bytes, pos + 1, generation), stop) {
-        (Some(valid_until), _) => Tail::Damaged { offset: pos, valid_until },
+        (Some(valid_until), _) => Tail::Damaged {
+            offset: pos,
+            valid_until,
+        },
         (None, FrameRead::Torn) => Tail::Torn { offset: pos },
         (None, _) => Tail::Clean,
     };
-    let active = Journal::new(winner.storage, winner.slot, generation, pos);
-    let inactive = Journal::new(loser.storage, loser.slot, 0, HEADER_SIZE);
-    Ok(Opened { active, inactive, ops, records, tail, notes })
+    let active = Journal::new(winner.storage, generation, pos);
+    let inactive = Journal::new(loser.storage, 0, HEADER_SIZE);
+    Ok(Opened {
+        active,
+        inactive,
+        ops,
+        tail,
+        notes,
+    })
 }
 
 /// The end of the last record of `generation` that starts at or after `from`, if any: proof
@@ -229,9 +251,15 @@ fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Option<usize
     let needle = (generation as u32).to_le_bytes();
     let mut last = None;
     let mut search = from + 4;
-    while let Some(found) = bytes.get(search..).and_then(|h| memchr::memmem::find(h, &needle)) {
+    while let Some(found) = bytes
+        .get(search..)
+        .and_then(|h| memchr::memmem::find(h, &needle))
+    {
         let frame_at = search + found - 4;
-        if let Some(FrameRead::Record { len }) = bytes.get(frame_at..).map(|r| format::read_frame(r, generation)) {
+        if let Some(FrameRead::Record { len }) = bytes
+            .get(frame_at..)
+            .map(|r| format::read_frame(r, generation))
+        {
             last = Some(frame_at + FRAME_SIZE + len);
         }
         search += found + 1;

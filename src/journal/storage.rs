@@ -1,11 +1,12 @@
 //! The storage seam: what the journal needs from a file, so that tests (and loom) can run the
 //! same journal code on memory with injected faults instead of real memory maps.
 
-use std::collections::HashMap;
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
+#[cfg(test)]
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
+#[cfg(test)]
 use parking_lot::Mutex;
 
 use crate::Result;
@@ -57,27 +58,35 @@ pub(crate) trait Backend: Send + Sync {
     fn open(&self, slot: Slot, min_len: usize) -> Result<Box<dyn Storage>>;
 }
 
+/// One in-memory file's bytes.
+#[cfg(test)]
+pub(crate) type MemFile = Arc<Mutex<Vec<u8>>>;
+
 /// An in-memory "disk": the two files outlive any store opened on them, so tests can reopen,
 /// inspect and damage them.
+#[cfg(test)]
 #[derive(Clone, Default)]
 pub(crate) struct MemBackend {
-    files: Arc<Mutex<HashMap<Slot, Arc<Mutex<Vec<u8>>>>>>,
+    files: Arc<Mutex<HashMap<Slot, MemFile>>>,
     base: PathBuf,
 }
 
+#[cfg(test)]
 impl MemBackend {
-    #[cfg_attr(not(test), expect(dead_code, reason = "used by tests and loom models"))]
     pub(crate) fn new() -> Self {
-        MemBackend { files: Arc::default(), base: PathBuf::from("memory") }
+        MemBackend {
+            files: Arc::default(),
+            base: PathBuf::from("memory"),
+        }
     }
 
     /// The bytes of one file, to inspect or damage.
-    #[cfg_attr(not(test), expect(dead_code, reason = "used by tests and loom models"))]
-    pub(crate) fn file(&self, slot: Slot) -> Arc<Mutex<Vec<u8>>> {
+    pub(crate) fn file(&self, slot: Slot) -> MemFile {
         Arc::clone(self.files.lock().entry(slot).or_default())
     }
 }
 
+#[cfg(test)]
 impl Backend for MemBackend {
     fn base(&self) -> &Path {
         &self.base
@@ -91,19 +100,28 @@ impl Backend for MemBackend {
                 bytes.resize(min_len, 0);
             }
         }
-        Ok(Box::new(MemStorage { bytes: file, path: self.base.with_extension(slot.extension()) }))
+        Ok(Box::new(MemStorage {
+            bytes: file,
+            path: self.base.with_extension(slot.extension()),
+        }))
     }
 }
 
+#[cfg(test)]
 struct MemStorage {
     bytes: Arc<Mutex<Vec<u8>>>,
     path: PathBuf,
 }
 
+#[cfg(test)]
 fn out_of_bounds() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, "access beyond the end of the journal")
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "access beyond the end of the journal",
+    )
 }
 
+#[cfg(test)]
 impl Storage for MemStorage {
     fn path(&self) -> &Path {
         &self.path
@@ -115,14 +133,18 @@ impl Storage for MemStorage {
 
     fn read(&self, offset: usize, out: &mut [u8]) -> io::Result<()> {
         let bytes = self.bytes.lock();
-        let src = bytes.get(offset..offset + out.len()).ok_or_else(out_of_bounds)?;
+        let src = bytes
+            .get(offset..offset + out.len())
+            .ok_or_else(out_of_bounds)?;
         out.copy_from_slice(src);
         Ok(())
     }
 
     fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
         let mut bytes = self.bytes.lock();
-        let dst = bytes.get_mut(offset..offset + data.len()).ok_or_else(out_of_bounds)?;
+        let dst = bytes
+            .get_mut(offset..offset + data.len())
+            .ok_or_else(out_of_bounds)?;
         dst.copy_from_slice(data);
         Ok(())
     }

@@ -1,0 +1,228 @@
+//! Recovery on the in-memory storage seam: damaged, torn, stale and foreign journals.
+//!
+//! Each test is named after the way an earlier store of this design lost data (the numbers
+//! refer to `shared/FIELD-NOTES.md`) and fails if that way comes back.
+
+use crate::journal::format::{self, FRAME_SIZE, HEADER_SIZE};
+use crate::journal::storage::{MemBackend, Slot};
+use crate::options::Builder;
+use crate::{Error, Event, KVStore, Value};
+
+fn open(disk: &MemBackend) -> crate::Result<KVStore> {
+    KVStore::open_on(
+        Builder::new(std::path::Path::new("mem")).buffer_size(16 * 1024),
+        disk,
+    )
+}
+
+fn fill(store: &KVStore, range: std::ops::Range<i64>) {
+    for i in range {
+        store.insert(format!("k{i}"), Value::Integer(i)).unwrap();
+    }
+}
+
+/// Slot of the journal with the highest committed generation.
+fn active_slot(disk: &MemBackend) -> Slot {
+    let generation = |slot| match format::decode_header(&disk.file(slot).lock()) {
+        format::HeaderRead::Valid(h) if h.state == format::STATE_COMMITTED => h.generation,
+        _ => 0,
+    };
+    if generation(Slot::A) >= generation(Slot::B) {
+        Slot::A
+    } else {
+        Slot::B
+    }
+}
+
+/// Offsets of the records in the active journal.
+fn record_offsets(disk: &MemBackend, slot: Slot, generation: u64) -> Vec<usize> {
+    let bytes = disk.file(slot).lock().clone();
+    let mut offsets = Vec::new();
+    let mut pos = HEADER_SIZE;
+    while let format::FrameRead::Record { len } = format::read_frame(&bytes[pos..], generation) {
+        offsets.push(pos);
+        pos += FRAME_SIZE + len;
+    }
+    offsets
+}
+
+#[test]
+fn field_note_1_cleared_data_never_comes_back_from_a_stale_journal() {
+    let disk = MemBackend::new();
+    {
+        let store = open(&disk).unwrap();
+        fill(&store, 0..50);
+        store.compact().unwrap();
+        fill(&store, 50..60);
+        store.clear().unwrap();
+        store.compact().unwrap();
+        store.insert("survivor".into(), Value::Integer(1)).unwrap();
+    }
+    let store = open(&disk).unwrap();
+    assert_eq!(store.keys(), vec!["survivor".to_string()]);
+}
+
+#[test]
+fn field_note_2_compaction_keeps_triggering_after_clear_and_oversized_state() {
+    let disk = MemBackend::new();
+    let store = open(&disk).unwrap();
+    fill(&store, 0..200);
+    store.clear().unwrap();
+    let before = store.stats().compactions;
+    for round in 0..5_000 {
+        store
+            .insert(format!("again{}", round % 50), Value::Integer(round))
+            .unwrap();
+    }
+    assert!(
+        store.stats().compactions > before + 3,
+        "{:?}",
+        store.stats()
+    );
+}
+
+#[test]
+fn field_note_4_mid_journal_corruption_is_reported_not_silent() {
+    let disk = MemBackend::new();
+    {
+        let store = open(&disk).unwrap();
+        fill(&store, 0..40);
+    }
+    let slot = active_slot(&disk);
+    let offsets = record_offsets(&disk, slot, 1);
+    let victim = offsets[offsets.len() / 2];
+    disk.file(slot).lock()[victim + FRAME_SIZE + 2] ^= 0x40;
+    let store = open(&disk).unwrap();
+    let events: Vec<Event> = store.subscribe().try_iter().collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::DataLoss { offset, lost_bytes, .. }
+            if *offset == victim as u64 && *lost_bytes > 0)),
+        "{events:?}"
+    );
+    assert_eq!(store.stats().data_loss_events, 1);
+}
+
+#[test]
+fn field_note_6_a_journal_filled_to_the_last_byte_reopens() {
+    let disk = MemBackend::new();
+    {
+        let store = open(&disk).unwrap();
+        // Fill until a compaction has happened and the journal is nearly full, many times.
+        fill(&store, 0..2_000);
+    }
+    let store = open(&disk).unwrap();
+    assert_eq!(store.len(), 2_000);
+}
+
+#[test]
+fn field_note_7_future_versions_and_unreadable_files_are_errors_not_wiped() {
+    let disk = MemBackend::new();
+    {
+        let store = open(&disk).unwrap();
+        fill(&store, 0..5);
+    }
+    let slot = active_slot(&disk);
+    let original = disk.file(slot).lock().clone();
+    let header = format::Header {
+        version: 99,
+        state: format::STATE_COMMITTED,
+        generation: 1,
+    };
+    disk.file(slot).lock()[..format::HEADER_USED].copy_from_slice(&format::encode_header(&header));
+    assert!(matches!(
+        open(&disk),
+        Err(Error::UnsupportedVersion { found: 99, .. })
+    ));
+
+    let garbage: Vec<u8> = (0..original.len()).map(|i| (i * 7 + 3) as u8).collect();
+    *disk.file(Slot::A).lock() = garbage.clone();
+    *disk.file(Slot::B).lock() = garbage.clone();
+    assert!(matches!(open(&disk), Err(Error::Unreadable { .. })));
+    assert_eq!(
+        *disk.file(Slot::A).lock(),
+        garbage,
+        "an unreadable file is never rewritten"
+    );
+}
+
+#[test]
+fn field_note_11_a_torn_last_record_is_dropped_and_the_rest_kept() {
+    let disk = MemBackend::new();
+    {
+        let store = open(&disk).unwrap();
+        fill(&store, 0..10);
+    }
+    let slot = active_slot(&disk);
+    let offsets = record_offsets(&disk, slot, 1);
+    let last = *offsets.last().unwrap();
+    // Cut the last record at every byte of its body: it disappears, nothing else does.
+    let original = disk.file(slot).lock().clone();
+    for cut in last + 1..last + FRAME_SIZE + 4 {
+        let mut bytes = original.clone();
+        bytes[cut..].iter_mut().for_each(|b| *b = 0);
+        *disk.file(slot).lock() = bytes;
+        let store = open(&disk).unwrap();
+        assert_eq!(store.len(), 9, "cut at {cut}");
+        assert_eq!(store.get("k9").unwrap(), None);
+        assert_eq!(
+            store.stats().data_loss_events,
+            0,
+            "a torn tail is not data loss"
+        );
+    }
+}
+
+#[test]
+fn a_zeroed_header_of_the_newest_journal_does_not_elect_stale_data() {
+    let disk = MemBackend::new();
+    {
+        let store = open(&disk).unwrap();
+        fill(&store, 0..20);
+        store.compact().unwrap();
+        store.insert("newest".into(), Value::Integer(1)).unwrap();
+    }
+    let slot = active_slot(&disk);
+    disk.file(slot).lock()[..HEADER_SIZE]
+        .iter_mut()
+        .for_each(|b| *b = 0);
+    let store = open(&disk).unwrap();
+    assert_eq!(store.get("newest").unwrap(), Some(Value::Integer(1)));
+    assert_eq!(store.len(), 21);
+}
+
+#[test]
+fn an_unfinished_compaction_is_never_elected() {
+    let disk = MemBackend::new();
+    {
+        let store = open(&disk).unwrap();
+        fill(&store, 0..20);
+    }
+    // Simulate a crash during a compaction: the inactive file holds a PENDING header of the
+    // next generation and some of its records.
+    let other = if active_slot(&disk) == Slot::A {
+        Slot::B
+    } else {
+        Slot::A
+    };
+    {
+        let file = disk.file(other);
+        let mut bytes = file.lock();
+        let header = format::Header {
+            version: 1,
+            state: format::STATE_PENDING,
+            generation: 2,
+        };
+        bytes[..format::HEADER_USED].copy_from_slice(&format::encode_header(&header));
+        let mut body = Vec::new();
+        format::encode_put("k0", &Value::Integer(-1), &Default::default(), &mut body).unwrap();
+        let frame = format::frame(2, &body);
+        bytes[HEADER_SIZE..HEADER_SIZE + FRAME_SIZE].copy_from_slice(&frame);
+        bytes[HEADER_SIZE + FRAME_SIZE..HEADER_SIZE + FRAME_SIZE + body.len()]
+            .copy_from_slice(&body);
+    }
+    let store = open(&disk).unwrap();
+    assert_eq!(store.len(), 20);
+    assert_eq!(store.get("k0").unwrap(), Some(Value::Integer(0)));
+}
