@@ -1,0 +1,118 @@
+//! The store against an obviously correct model (`BTreeMap`): random sequences of inserts,
+//! removes, batches, clears, compactions and reopens on tiny journals, compared after every
+//! step and every reopen.
+
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::prelude::*;
+use resilient_kv::{Batch, KVStore, Value};
+
+#[derive(Debug, Clone)]
+enum Step {
+    Insert(u8, Value),
+    Remove(u8),
+    Batch(Vec<(u8, Option<Value>)>),
+    Clear,
+    Compact,
+    Reopen,
+    Sync,
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<i64>().prop_map(Value::Integer),
+        "[a-z]{0,40}".prop_map(Value::from),
+        any::<bool>().prop_map(Value::Boolean),
+        (0_usize..400).prop_map(|n| Value::from("v".repeat(n))),
+        Just(Value::Null),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        10 => (0_u8..40, value()).prop_map(|(k, v)| Step::Insert(k, v)),
+        3 => (0_u8..40).prop_map(Step::Remove),
+        2 => proptest::collection::vec((0_u8..40, proptest::option::of(value())), 1..6)
+            .prop_map(Step::Batch),
+        1 => Just(Step::Clear),
+        1 => Just(Step::Compact),
+        1 => Just(Step::Reopen),
+        1 => Just(Step::Sync),
+    ]
+}
+
+fn key(k: u8) -> String {
+    format!("key_{k:03}")
+}
+
+fn open(base: &std::path::Path) -> KVStore {
+    KVStore::builder(base).buffer_size(16 * 1024).open().unwrap()
+}
+
+fn model_insert(model: &mut BTreeMap<String, Value>, k: u8, v: Value) {
+    if v.is_null() {
+        model.remove(&key(k));
+    } else {
+        model.insert(key(k), v);
+    }
+}
+
+fn check(store: &KVStore, model: &BTreeMap<String, Value>) -> Result<(), TestCaseError> {
+    let expected: HashMap<String, Value> = model.clone().into_iter().collect();
+    prop_assert_eq!(store.as_hashmap(), expected);
+    prop_assert_eq!(store.len(), model.len());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(1000)
+    ))]
+
+    #[test]
+    fn store_matches_a_btreemap(steps in proptest::collection::vec(step(), 1..80)) {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("model");
+        let mut store = open(&base);
+        let mut model = BTreeMap::new();
+        for step in steps {
+            match step {
+                Step::Insert(k, v) => {
+                    let previous = store.insert(key(k), v.clone()).unwrap();
+                    prop_assert_eq!(previous, model.get(&key(k)).cloned());
+                    model_insert(&mut model, k, v);
+                }
+                Step::Remove(k) => {
+                    prop_assert_eq!(store.remove(&key(k)).unwrap(), model.remove(&key(k)));
+                }
+                Step::Batch(ops) => {
+                    let mut batch = Batch::new();
+                    for (k, v) in &ops {
+                        match v {
+                            Some(v) => batch.insert(key(*k), v.clone()),
+                            None => batch.remove(key(*k)),
+                        };
+                    }
+                    store.write_batch(batch).unwrap();
+                    for (k, v) in ops {
+                        model_insert(&mut model, k, v.unwrap_or(Value::Null));
+                    }
+                }
+                Step::Clear => {
+                    store.clear().unwrap();
+                    model.clear();
+                }
+                Step::Compact => store.compact().unwrap(),
+                Step::Sync => store.sync().unwrap(),
+                Step::Reopen => {
+                    drop(store);
+                    store = open(&base);
+                }
+            }
+            check(&store, &model)?;
+        }
+        drop(store);
+        let store = open(&base);
+        check(&store, &model)?;
+    }
+}
