@@ -46,7 +46,10 @@ fn value32(i: u64) -> Value {
 }
 
 fn open_store(dir: &tempfile::TempDir, name: &str, buffer: usize) -> KVStore {
-    KVStore::builder(dir.path().join(name)).buffer_size(buffer).open().unwrap()
+    KVStore::builder(dir.path().join(name))
+        .buffer_size(buffer)
+        .open()
+        .unwrap()
 }
 
 fn insert(c: &mut Criterion) {
@@ -63,7 +66,9 @@ fn insert(c: &mut Criterion) {
     group.bench_function("resilient_kv", |b| {
         b.iter(|| {
             let i = rng.below(KEYS);
-            store.insert(keys[i].clone(), values[i % 1024].clone()).unwrap()
+            store
+                .insert(keys[i].clone(), values[i % 1024].clone())
+                .unwrap()
         })
     });
 
@@ -104,13 +109,18 @@ fn insert(c: &mut Criterion) {
     group.bench_function("resilient_kv_with_busy_reader", |b| {
         b.iter(|| {
             let i = rng.below(KEYS);
-            store.insert(keys[i].clone(), values[i % 1024].clone()).unwrap()
+            store
+                .insert(keys[i].clone(), values[i % 1024].clone())
+                .unwrap()
         })
     });
     stop.store(true, Ordering::Relaxed);
     reader.join().unwrap();
     group.finish();
-    println!("store: insert compactions during the run: {}", store.stats().compactions);
+    println!(
+        "store: insert compactions during the run: {}",
+        store.stats().compactions
+    );
 }
 
 fn get(c: &mut Criterion) {
@@ -128,7 +138,9 @@ fn get(c: &mut Criterion) {
     group.bench_function("resilient_kv", |b| {
         b.iter(|| store.get(&keys[rng.below(KEYS)]).unwrap())
     });
-    group.bench_function("std_hashmap", |b| b.iter(|| baseline.get(&keys[rng.below(KEYS)]).cloned()));
+    group.bench_function("std_hashmap", |b| {
+        b.iter(|| baseline.get(&keys[rng.below(KEYS)]).cloned())
+    });
     group.finish();
 
     // One reader thread against two, interleaved, fixed work per thread.
@@ -181,7 +193,9 @@ fn compaction_latency() {
     while compactions < 3 && started.elapsed() < Duration::from_secs(60) {
         let i = rng.below(keys.len());
         let t = Instant::now();
-        store.insert(keys[i].clone(), value32(i as u64 + 1)).unwrap();
+        store
+            .insert(keys[i].clone(), value32(i as u64 + 1))
+            .unwrap();
         latencies.push(t.elapsed());
         compactions += events
             .try_iter()
@@ -213,7 +227,9 @@ fn open_rate() {
         let mut i = 0_u64;
         while store.stats().active_used < (size as u64) * 95 / 100 {
             for _ in 0..1000 {
-                store.insert(format!("key_{:06}", i % 100_000), value32(i)).unwrap();
+                store
+                    .insert(format!("key_{:06}", i % 100_000), value32(i))
+                    .unwrap();
                 i += 1;
             }
         }
@@ -233,7 +249,11 @@ fn open_rate() {
         drop(store);
     }
     rates.sort_by(f64::total_cmp);
-    println!("store: open replayed {:.1} MiB of journal at {:.0} MB/s (median of 3)", used as f64 / 1048576.0, rates[1]);
+    println!(
+        "store: open replayed {:.1} MiB of journal at {:.0} MB/s (median of 3)",
+        used as f64 / 1048576.0,
+        rates[1]
+    );
 }
 
 fn extras(_: &mut Criterion) {

@@ -202,10 +202,11 @@ impl KVStore {
         let limits = Limits::default();
         let decode = DecodeOptions::default();
         let opened = recovery::open(backend, config.buffer_size, &decode)?;
-        let mut map = Map::default();
-        for op in opened.ops {
-            apply_op(&mut map, op);
-        }
+        let map: Map = opened
+            .entries
+            .into_iter()
+            .map(|(k, v)| (Arc::from(k), Arc::new(v)))
+            .collect();
         let open_events = loss_events(&opened.active, &opened.tail, &opened.notes);
         let stats = Counters::default();
         stats

@@ -238,3 +238,76 @@ fn explicit_compact_and_sync() {
     store.sync().unwrap();
     assert_eq!(store.get("a").unwrap(), Some(Value::Integer(1)));
 }
+
+static CALLBACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn on_mark(current: usize, size: usize, mark: usize) {
+    assert!(current > mark && mark < size);
+    CALLBACKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn the_high_water_callback_fires_once_per_generation_and_again_after_swaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = KVStore::new(base(&dir), 16 * 1024, Some(0.5), Some(on_mark)).unwrap();
+    for i in 0..5_000 {
+        store
+            .insert(format!("k{}", i % 50), Value::Integer(i))
+            .unwrap();
+    }
+    let fired = CALLBACKS.load(std::sync::atomic::Ordering::SeqCst);
+    let compactions = store.stats().compactions as usize;
+    assert!(compactions >= 3, "{compactions}");
+    // Once per generation that crossed its mark: never more than generations, and not just once.
+    assert!(
+        fired >= compactions.saturating_sub(1) && fired <= compactions + 1,
+        "{fired} vs {compactions}"
+    );
+}
+
+#[test]
+fn sync_durability_flushes_every_write_and_shares_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        KVStore::builder(base(&dir))
+            .buffer_size(64 * 1024)
+            .durability(resilient_kv::Durability::Sync)
+            .open()
+            .unwrap(),
+    );
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    store
+                        .insert(format!("t{t}_{}", i % 20), Value::Integer(i))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(store.len(), 80);
+    drop(store);
+    let store = KVStore::new(base(&dir), 64 * 1024, None, None).unwrap();
+    assert_eq!(store.get("t3_19").unwrap(), Some(Value::Integer(199)));
+}
+
+#[test]
+fn a_different_buffer_size_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = KVStore::new(base(&dir), 64 * 1024, None, None).unwrap();
+        for i in 0..500 {
+            store.insert(format!("k{i}"), Value::Integer(i)).unwrap();
+        }
+    }
+    {
+        let store = KVStore::new(base(&dir), 16 * 1024, None, None).unwrap();
+        assert_eq!(store.len(), 500);
+    }
+    let store = KVStore::new(base(&dir), 256 * 1024, None, None).unwrap();
+    assert_eq!(store.len(), 500);
+    assert!(store.stats().active_capacity >= 256 * 1024);
+}

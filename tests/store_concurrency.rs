@@ -17,7 +17,12 @@ const WRITES_PER_WRITER: i64 = 6_000;
 fn writers_and_readers_through_a_compaction_storm() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("storm");
-    let store = Arc::new(KVStore::builder(&base).buffer_size(16 * 1024).open().unwrap());
+    let store = Arc::new(
+        KVStore::builder(&base)
+            .buffer_size(16 * 1024)
+            .open()
+            .unwrap(),
+    );
     let events = store.subscribe();
     let done = Arc::new(AtomicBool::new(false));
 
@@ -55,8 +60,12 @@ fn writers_and_readers_through_a_compaction_storm() {
             let store = Arc::clone(&store);
             thread::spawn(move || {
                 for i in 0..WRITES_PER_WRITER {
-                    store.insert(format!("w{w}_counter"), Value::Integer(i)).unwrap();
-                    store.insert(format!("w{w}_key{}", i % 40), Value::Integer(i)).unwrap();
+                    store
+                        .insert(format!("w{w}_counter"), Value::Integer(i))
+                        .unwrap();
+                    store
+                        .insert(format!("w{w}_key{}", i % 40), Value::Integer(i))
+                        .unwrap();
                     if i % 10 == 0 {
                         let mut batch = Batch::new();
                         batch
@@ -78,14 +87,26 @@ fn writers_and_readers_through_a_compaction_storm() {
     let checks: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
     assert!(checks > 0);
 
-    let compactions = events.try_iter().filter(|e| matches!(e, Event::CompactionFinished { .. })).count();
-    assert!(compactions >= 10, "only {compactions} compactions: not a storm");
+    let compactions = events
+        .try_iter()
+        .filter(|e| matches!(e, Event::CompactionFinished { .. }))
+        .count();
+    assert!(
+        compactions >= 10,
+        "only {compactions} compactions: not a storm"
+    );
     let expected = store.as_hashmap();
     for w in 0..WRITERS {
-        assert_eq!(expected.get(&format!("w{w}_counter")), Some(&Value::Integer(WRITES_PER_WRITER - 1)));
+        assert_eq!(
+            expected.get(&format!("w{w}_counter")),
+            Some(&Value::Integer(WRITES_PER_WRITER - 1))
+        );
     }
     drop(store);
-    let reopened = KVStore::builder(&base).buffer_size(16 * 1024).open().unwrap();
+    let reopened = KVStore::builder(&base)
+        .buffer_size(16 * 1024)
+        .open()
+        .unwrap();
     assert_eq!(reopened.as_hashmap(), expected);
     println!("concurrency: {checks} reader checks, {compactions} compactions");
 }

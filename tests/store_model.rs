@@ -46,7 +46,10 @@ fn key(k: u8) -> String {
 }
 
 fn open(base: &std::path::Path) -> KVStore {
-    KVStore::builder(base).buffer_size(16 * 1024).open().unwrap()
+    KVStore::builder(base)
+        .buffer_size(16 * 1024)
+        .open()
+        .unwrap()
 }
 
 fn model_insert(model: &mut BTreeMap<String, Value>, k: u8, v: Value) {

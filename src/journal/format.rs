@@ -4,7 +4,7 @@
 //! All integers are little-endian.
 
 use crate::Value;
-use crate::bonjson::{self, DecodeOptions, Limits};
+use crate::bonjson::{self, Limits};
 
 /// Bytes reserved for the header at the start of each journal file (one page, so the header
 /// is written and flushed apart from the records).
@@ -242,80 +242,6 @@ fn encode_op(op: &Op, limits: &Limits, out: &mut Vec<u8>) -> crate::Result<()> {
     Ok(())
 }
 
-/// Decodes a record body; `None` if it is malformed (which a valid checksum makes a bug or a
-/// forged file, never a crash).
-pub(crate) fn decode_body(body: &[u8], options: &DecodeOptions) -> Option<Vec<Op>> {
-    let mut cursor = Cursor {
-        bytes: body,
-        pos: 0,
-    };
-    let ops = match cursor.byte()? {
-        OP_BATCH => {
-            let count = cursor.varint()?;
-            // Each op takes at least one byte: never trust the count further than that.
-            if count > body.len() as u64 {
-                return None;
-            }
-            let mut ops = Vec::with_capacity(count as usize);
-            for _ in 0..count {
-                let code = cursor.byte()?;
-                ops.push(cursor.op(code, options)?);
-            }
-            ops
-        }
-        code => vec![cursor.op(code, options)?],
-    };
-    (cursor.pos == body.len()).then_some(ops)
-}
-
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let b = *self.bytes.get(self.pos)?;
-        self.pos += 1;
-        Some(b)
-    }
-
-    fn varint(&mut self) -> Option<u64> {
-        let mut value = 0_u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            value |= u64::from(b & 0x7f).checked_shl(shift)?;
-            if b & 0x80 == 0 {
-                return Some(value);
-            }
-        }
-        None
-    }
-
-    fn op(&mut self, code: u8, options: &DecodeOptions) -> Option<Op> {
-        if code == OP_CLEAR {
-            return Some(Op::Clear);
-        }
-        let len = usize::try_from(self.varint()?).ok()?;
-        if len == 0 || len > MAX_KEY_LEN {
-            return None;
-        }
-        let key_bytes = self.bytes.get(self.pos..self.pos.checked_add(len)?)?;
-        let key = std::str::from_utf8(key_bytes).ok()?.to_owned();
-        self.pos += len;
-        match code {
-            OP_PUT => {
-                let rest = self.bytes.get(self.pos..)?;
-                let (value, used) = bonjson::decode_prefix(rest, options).ok()?;
-                self.pos += used;
-                Some(Op::Put(key, value))
-            }
-            OP_DELETE => Some(Op::Delete(key)),
-            _ => None,
-        }
-    }
-}
-
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -418,20 +344,5 @@ mod tests {
         assert_eq!(read_frame(&bytes, 8), FrameRead::Foreign);
         // Same low 32 bits, different generation: the checksum catches it.
         assert_eq!(read_frame(&bytes, 7 + (1 << 32)), FrameRead::Torn);
-    }
-
-    #[test]
-    fn bodies_round_trip() {
-        let ops = vec![
-            Op::Put("a".into(), Value::Integer(1)),
-            Op::Delete("b".into()),
-        ];
-        let mut body = Vec::new();
-        encode_body(&ops, &Limits::default(), &mut body).unwrap();
-        assert_eq!(decode_body(&body, &DecodeOptions::default()), Some(ops));
-        assert_eq!(
-            decode_body(&body[..body.len() - 1], &DecodeOptions::default()),
-            None
-        );
     }
 }

@@ -7,6 +7,7 @@
 pub(crate) mod format;
 pub(crate) mod mmap;
 pub(crate) mod recovery;
+mod replay;
 pub(crate) mod storage;
 
 use std::io;

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use super::Journal;
-use super::format::{self, FRAME_SIZE, FrameRead, HEADER_SIZE, HeaderRead, Op, STATE_COMMITTED};
+use super::format::{self, FRAME_SIZE, FrameRead, HEADER_SIZE, HeaderRead, STATE_COMMITTED};
 use super::storage::{Backend, Slot, Storage};
 use crate::bonjson::DecodeOptions;
 use crate::{Error, Result};
@@ -32,7 +32,7 @@ pub(crate) enum Tail {
 pub(crate) struct Opened {
     pub(crate) active: Journal,
     pub(crate) inactive: Journal,
-    pub(crate) ops: Vec<Op>,
+    pub(crate) entries: Vec<(String, crate::Value)>,
     pub(crate) tail: Tail,
     /// Problems found and worked around, for the data-loss event.
     pub(crate) notes: Vec<String>,
@@ -52,7 +52,7 @@ pub(crate) fn open(
     let mut files = Vec::with_capacity(2);
     for slot in [Slot::A, Slot::B] {
         let storage = backend.open(slot, min_len)?;
-        let mut bytes = vec![0_u8; storage.capacity()];
+        let mut bytes = vec![0_u8; (HEADER_SIZE + FRAME_SIZE).min(storage.capacity())];
         storage
             .read(0, &mut bytes)
             .map_err(crate::error::io_err("read", storage.path()))?;
@@ -78,6 +78,20 @@ pub(crate) fn open(
     elect(a, b, backend.base().to_path_buf(), decode)
 }
 
+impl Candidate {
+    /// Reads the whole file (only the header was read at first).
+    fn load(&mut self) -> Result<()> {
+        if self.bytes.len() < self.storage.capacity() {
+            let mut bytes = vec![0_u8; self.storage.capacity()];
+            self.storage
+                .read(0, &mut bytes)
+                .map_err(crate::error::io_err("read", self.storage.path()))?;
+            self.bytes = bytes;
+        }
+        Ok(())
+    }
+}
+
 fn committed_generation(c: &Candidate) -> Option<u64> {
     match c.header {
         HeaderRead::Valid(h) if h.state == STATE_COMMITTED => Some(h.generation),
@@ -99,7 +113,12 @@ fn header_damaged(c: &Candidate) -> bool {
     }
 }
 
-fn elect(a: Candidate, b: Candidate, base: PathBuf, decode: &DecodeOptions) -> Result<Opened> {
+fn elect(
+    mut a: Candidate,
+    mut b: Candidate,
+    base: PathBuf,
+    decode: &DecodeOptions,
+) -> Result<Opened> {
     let mut notes = Vec::new();
     let (winner, loser, generation) = match (committed_generation(&a), committed_generation(&b)) {
         (Some(ga), Some(gb)) if ga >= gb => (a, b, ga),
@@ -108,6 +127,8 @@ fn elect(a: Candidate, b: Candidate, base: PathBuf, decode: &DecodeOptions) -> R
         (None, Some(gb)) => (b, a, gb),
         (None, None) => {
             if header_damaged(&a) || header_damaged(&b) {
+                a.load()?;
+                b.load()?;
                 // Maybe one was the only journal and its header is damaged: trust it only if
                 // its records prove a committed generation.
                 let proven = [proven_generation(&a, 1), proven_generation(&b, 1)];
@@ -139,6 +160,10 @@ fn elect(a: Candidate, b: Candidate, base: PathBuf, decode: &DecodeOptions) -> R
         }
     };
     // A newer journal whose header was damaged must not lose the election to stale data.
+    let mut loser = loser;
+    if header_damaged(&loser) {
+        loser.load()?;
+    }
     if header_damaged(&loser)
         && let Some(g) = proven_generation(&loser, generation + 1)
     {
@@ -184,7 +209,7 @@ fn fresh(a: Candidate, b: Candidate) -> Result<Opened> {
     Ok(Opened {
         active,
         inactive,
-        ops: Vec::new(),
+        entries: Vec::new(),
         tail: Tail::Clean,
         notes: Vec::new(),
     })
@@ -201,31 +226,16 @@ pub(crate) fn append_commit_marker(journal: &Journal) -> std::io::Result<()> {
 }
 
 fn replay(
-    winner: Candidate,
+    mut winner: Candidate,
     loser: Candidate,
     generation: u64,
     notes: Vec<String>,
     decode: &DecodeOptions,
 ) -> Result<Opened> {
+    winner.load()?;
     let bytes = &winner.bytes;
-    let mut ops = Vec::new();
-    let mut pos = HEADER_SIZE;
-    let stop = loop {
-        let rest = bytes.get(pos..).unwrap_or_default();
-        match format::read_frame(rest, generation) {
-            FrameRead::Record { len } => {
-                let body = rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default();
-                if format::decode_commit(body).is_none() {
-                    match format::decode_body(body, decode) {
-                        Some(record_ops) => ops.extend(record_ops),
-                        None => break FrameRead::Torn,
-                    }
-                }
-                pos += FRAME_SIZE + len;
-            }
-            other => break other,
-        }
-    };
+    let replayed = super::replay::replay(bytes, generation, decode);
+    let (pos, stop) = (replayed.end, replayed.stop);
     let tail = match (next_valid_record(bytes, pos + 1, generation), stop) {
         (Some(valid_until), _) => Tail::Damaged {
             offset: pos,
@@ -239,7 +249,7 @@ fn replay(
     Ok(Opened {
         active,
         inactive,
-        ops,
+        entries: replayed.entries,
         tail,
         notes,
     })

@@ -1,0 +1,136 @@
+//! Regression tests named after the ways an earlier store of this design lost data
+//! (`shared/FIELD-NOTES.md`). Notes 1, 2, 4, 6, 7 and 11 are covered on the storage seam in
+//! `src/recovery_tests.rs`; the ones that need real files, threads or the public API are here.
+
+use resilient_kv::{Error, KVStore, Value};
+
+fn open(dir: &tempfile::TempDir) -> KVStore {
+    KVStore::builder(dir.path().join("notes"))
+        .buffer_size(16 * 1024)
+        .open()
+        .unwrap()
+}
+
+/// Note 3: a write that fails must not have been applied (cache and disk must agree).
+#[test]
+fn field_note_3_a_failed_write_changes_nothing_in_memory_or_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(&dir);
+        store.insert("k".into(), Value::Integer(1)).unwrap();
+        let err = store
+            .insert("k".into(), Value::from(vec![Value::Float(f64::NAN)]))
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidValue(_)));
+        assert_eq!(store.get("k").unwrap(), Some(Value::Integer(1)));
+    }
+    assert_eq!(open(&dir).get("k").unwrap(), Some(Value::Integer(1)));
+}
+
+/// Note 5: small buffers and deep values are typed errors, never panics or aborts.
+#[test]
+fn field_note_5_small_buffers_and_deep_values_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = KVStore::new(dir.path().join("tiny"), 100, None, None);
+    assert!(matches!(small, Err(Error::Config(_))));
+    let store = open(&dir);
+    // Deep enough to overflow a recursive encoder (the store refuses it at depth 501); not so
+    // deep that dropping the test's own value recursively overflows the test thread.
+    let mut deep = Value::Null;
+    for _ in 0..5_000 {
+        deep = Value::Array(vec![deep]);
+    }
+    assert!(matches!(
+        store.insert("deep".into(), deep),
+        Err(Error::InvalidValue(_))
+    ));
+}
+
+/// Note 8: a second instance on the same files must be refused, not silently share them.
+#[test]
+fn field_note_8_two_instances_cannot_open_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(&dir);
+    let second = KVStore::builder(dir.path().join("notes"))
+        .buffer_size(16 * 1024)
+        .open();
+    assert!(matches!(second, Err(Error::Locked { .. })));
+    drop(first);
+    assert!(
+        KVStore::builder(dir.path().join("notes"))
+            .buffer_size(16 * 1024)
+            .open()
+            .is_ok()
+    );
+}
+
+/// Note 9: values keep their type across a restart (unsigned stays unsigned, floats stay
+/// floats, -0.0 stays negative).
+#[test]
+fn field_note_9_values_keep_their_type_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = [
+        ("u", Value::Unsigned(u64::MAX)),
+        ("i", Value::Integer(i64::MIN)),
+        ("f", Value::Float(1.0)),
+        ("z", Value::Float(-0.0)),
+        ("s", Value::from("1")),
+    ];
+    {
+        let store = open(&dir);
+        for (k, v) in &values {
+            store.insert((*k).into(), v.clone()).unwrap();
+        }
+        store.compact().unwrap();
+    }
+    let store = open(&dir);
+    for (k, v) in &values {
+        let back = store.get(k).unwrap().unwrap();
+        assert_eq!(
+            std::mem::discriminant(&back),
+            std::mem::discriminant(v),
+            "{k}"
+        );
+        assert_eq!(&back, v);
+    }
+    assert!(
+        store
+            .get("z")
+            .unwrap()
+            .unwrap()
+            .as_f64()
+            .unwrap()
+            .is_sign_negative()
+    );
+}
+
+/// Note 10: compaction runs on its own named thread, which exists while the store is open
+/// and is joined when it closes; the writer that crosses the mark only sends it a message.
+#[test]
+fn field_note_10_compaction_runs_in_the_background() {
+    fn compactor_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|name| name.trim() == "resilient-kv-co")
+            .count()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let before = compactor_threads();
+    let store = open(&dir);
+    assert_eq!(compactor_threads(), before + 1);
+    let events = store.subscribe();
+    for i in 0..2_000 {
+        store
+            .insert(format!("k{}", i % 20), Value::Integer(i))
+            .unwrap();
+    }
+    assert!(store.stats().compactions > 0);
+    assert!(
+        events
+            .try_iter()
+            .any(|e| matches!(e, resilient_kv::Event::CompactionFinished { .. }))
+    );
+    drop(store);
+    assert_eq!(compactor_threads(), before, "Drop joins the compactor");
+}
