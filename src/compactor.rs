@@ -47,7 +47,7 @@ pub(crate) fn spawn(
     commands: Receiver<Command>,
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
-        .name("resilient-kv-compactor".into())
+        .name("rkv-compactor".into())
         .spawn(move || run(&shared, &commands))
 }
 
