@@ -156,8 +156,9 @@ fn compact_into(
 ) -> std::result::Result<(), (Error, Arc<Journal>)> {
     let (snapshot, start, active, room_needed) = {
         let w = shared.writer.lock();
+        // Under the writer lock the published version matches the journal's end exactly.
         (
-            w.map.clone(),
+            shared.published.load_full(),
             w.active.end(),
             Arc::clone(&w.active),
             w.room_needed,
@@ -174,7 +175,7 @@ fn compact_into(
         std::thread::sleep(Duration::from_micros(100));
     };
     let fail = |e: Error, t: &Arc<Journal>| (e, Arc::clone(t));
-    if let Err(e) = write_snapshot(shared, journal, generation, &snapshot, room_needed) {
+    if let Err(e) = write_snapshot(shared, journal, generation, &snapshot.map, room_needed) {
         return Err(fail(e, target));
     }
     // Catch up outside the lock: records appended since `start` never change.
@@ -220,7 +221,7 @@ fn compact_into(
     }
     let bytes_after = journal.end();
     let capacity = journal.capacity();
-    let live_keys = w.map.len() as u64;
+    let live_keys = shared.published.load().map.len() as u64;
     let new_active = Arc::clone(target);
     let retired = std::mem::replace(&mut w.active, Arc::clone(&new_active));
     w.compacting = false;

@@ -1,13 +1,20 @@
 //! The in-memory map and its publication to lock-free readers.
 //!
-//! Each write produces a new immutable version of the map and publishes it through
-//! `arc-swap`; `get` loads the current version without locking, and a [`Snapshot`] is just a
-//! counted reference to one version. Versions share structure (a persistent hash map), so a
-//! write copies only the path to the changed entry, never the whole map, whether or not old
-//! versions are still held. `docs/design.md` records why this structure was chosen.
+//! Readers `load` the published version through `arc-swap` and look up in it without locking;
+//! a [`Snapshot`] is a counted reference to one version. The writer keeps two versions, left-
+//! right style: the published one and a spare that lags it by one write. A write applies the
+//! lagging change and the new one to the spare *in place* (a persistent map mutates nodes it
+//! owns alone without copying them) and swaps it in; the old published version becomes the
+//! spare. If a reader or a snapshot still holds the spare, the writer takes an O(1) clone of it
+//! instead and the persistent map copies only the nodes it then changes, each at most once:
+//! no write ever copies the whole map, however long a snapshot is held. `docs/design.md` has
+//! the measurements behind this choice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use crate::Value;
 
@@ -18,6 +25,100 @@ pub(crate) type Map = imbl::HashMap<Arc<str>, Arc<Value>>;
 pub(crate) struct Version {
     pub(crate) map: Map,
     pub(crate) seq: u64,
+}
+
+/// One change, shared by both copies of the map (keys and values are reference-counted, so
+/// applying it twice copies nothing).
+#[derive(Clone)]
+pub(crate) enum Change {
+    Put(Arc<str>, Arc<Value>),
+    Delete(Arc<str>),
+    Clear,
+}
+
+/// How long the writer waits for a reader to let go of the spare before cloning it instead.
+const SPARE_SPIN: Duration = Duration::from_micros(1);
+
+/// The writer's side of publication: the spare version and the change it lags by.
+pub(crate) struct Publisher {
+    spare: Option<Arc<Version>>,
+    lag: Vec<Change>,
+    /// Writes that found the spare held and cloned it (for the design notes and stats).
+    pub(crate) pinned_spares: u64,
+}
+
+impl Publisher {
+    /// Starts publication of `map`; returns the first published version.
+    pub(crate) fn new(map: Map) -> (Arc<Version>, Publisher) {
+        let published = Arc::new(Version {
+            map: map.clone(),
+            seq: 0,
+        });
+        let spare = Arc::new(Version { map, seq: 0 });
+        (
+            published,
+            Publisher {
+                spare: Some(spare),
+                lag: Vec::new(),
+                pinned_spares: 0,
+            },
+        )
+    }
+
+    /// Applies `changes` as version `seq`, publishes it in `cell`, and returns the value each
+    /// change replaced. Must be called with the writer lock held (one publisher at a time).
+    pub(crate) fn publish(
+        &mut self,
+        cell: &ArcSwap<Version>,
+        changes: Vec<Change>,
+        seq: u64,
+    ) -> Vec<Option<Value>> {
+        let mut spare = match self.spare.take() {
+            Some(spare) => spare,
+            None => cell.load_full(),
+        };
+        if Arc::get_mut(&mut spare).is_none() {
+            let started = Instant::now();
+            while Arc::get_mut(&mut spare).is_none() && started.elapsed() < SPARE_SPIN {
+                std::hint::spin_loop();
+            }
+        }
+        if Arc::get_mut(&mut spare).is_none() {
+            // Still held (a slow reader or a snapshot): clone it in O(1); the map copies only
+            // the nodes it changes from here on.
+            self.pinned_spares += 1;
+            spare = Arc::new(Version {
+                map: spare.map.clone(),
+                seq: spare.seq,
+            });
+        }
+        let mut previous = Vec::with_capacity(changes.len());
+        if let Some(version) = Arc::get_mut(&mut spare) {
+            for change in self.lag.drain(..) {
+                apply(&mut version.map, change);
+            }
+            for change in &changes {
+                previous.push(apply(&mut version.map, change.clone()));
+            }
+            version.seq = seq;
+        }
+        let old = cell.swap(spare);
+        self.spare = Some(old);
+        self.lag = changes;
+        previous
+    }
+}
+
+fn apply(map: &mut Map, change: Change) -> Option<Value> {
+    let old = match change {
+        Change::Put(key, value) => map.insert(key, value),
+        Change::Delete(key) => map.remove(&*key),
+        Change::Clear => {
+            *map = Map::default();
+            None
+        }
+    };
+    old.map(|v| Value::clone(&v))
 }
 
 /// An immutable, consistent view of the whole store at one moment.

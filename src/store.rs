@@ -19,7 +19,7 @@ use crate::journal::mmap::FileBackend;
 use crate::journal::recovery::{self, Tail};
 use crate::journal::storage::Backend;
 use crate::options::{Builder, Durability};
-use crate::snapshot::{Map, Snapshot, Version};
+use crate::snapshot::{Change, Map, Publisher, Snapshot, Version};
 use crate::{Error, Result, Value};
 
 /// A crash-resilient, thread-safe key-value store. Share it as `Arc<KVStore>`.
@@ -69,7 +69,7 @@ pub(crate) struct Shared {
 /// Everything the single writer lock protects.
 pub(crate) struct Writer {
     pub(crate) active: Arc<Journal>,
-    pub(crate) map: Map,
+    pub(crate) publisher: Publisher,
     pub(crate) seq: u64,
     /// A compaction has been requested and has not finished.
     pub(crate) compacting: bool,
@@ -218,14 +218,12 @@ impl KVStore {
         let active = Arc::new(opened.active);
         let trigger = hwm_pos(&config, active.capacity());
         let (commands, receiver) = crossbeam_channel::unbounded();
+        let (published, publisher) = Publisher::new(map);
         let shared = Arc::new(Shared {
-            published: ArcSwap::from_pointee(Version {
-                map: map.clone(),
-                seq: 0,
-            }),
+            published: ArcSwap::new(published),
             writer: Mutex::new(Writer {
                 active,
-                map,
+                publisher,
                 seq: 0,
                 compacting: false,
                 failures: 0,
@@ -370,7 +368,7 @@ impl KVStore {
                 w.active.generation(),
                 w.active.end(),
                 w.active.capacity(),
-                w.map.len(),
+                self.shared.published.load().map.len(),
             )
         };
         let s = &self.shared.stats;
@@ -403,23 +401,6 @@ impl Drop for KVStore {
 
 fn hwm_pos(config: &Builder, capacity: usize) -> usize {
     ((capacity as f64) * f64::from(config.high_water_mark)) as usize
-}
-
-pub(crate) fn apply_op(map: &mut Map, op: Op) -> Option<Value> {
-    match op {
-        Op::Put(key, value) => map
-            .insert(Arc::from(key), Arc::new(value))
-            .map(unwrap_value),
-        Op::Delete(key) => map.remove(key.as_str()).map(unwrap_value),
-        Op::Clear => {
-            *map = Map::default();
-            None
-        }
-    }
-}
-
-fn unwrap_value(v: Arc<Value>) -> Value {
-    Arc::try_unwrap(v).unwrap_or_else(|shared| Value::clone(&shared))
 }
 
 fn loss_events(active: &Journal, tail: &Tail, notes: &[String]) -> Vec<Event> {
@@ -584,13 +565,17 @@ impl Shared {
             compacted_once = true;
         }
 
-        let previous: Vec<Option<Value>> =
-            ops.drain(..).map(|op| apply_op(&mut w.map, op)).collect();
+        let changes = ops
+            .drain(..)
+            .map(|op| match op {
+                Op::Put(key, value) => Change::Put(Arc::from(key), Arc::new(value)),
+                Op::Delete(key) => Change::Delete(Arc::from(key)),
+                Op::Clear => Change::Clear,
+            })
+            .collect();
         w.seq += 1;
-        self.published.store(Arc::new(Version {
-            map: w.map.clone(),
-            seq: w.seq,
-        }));
+        let seq = w.seq;
+        let previous = w.publisher.publish(&self.published, changes, seq);
 
         let end = w.active.end();
         let capacity = w.active.capacity();
