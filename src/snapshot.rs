@@ -65,14 +65,17 @@ impl Publisher {
         )
     }
 
-    /// Applies `changes` as version `seq`, publishes it in `cell`, and returns the value each
-    /// change replaced. Must be called with the writer lock held (one publisher at a time).
+    /// Applies `changes` as version `seq` and publishes it in `cell`. Returns the value the
+    /// first change replaced when `want_previous` (a single insert or remove). `changes` is
+    /// handed back empty, so its allocation is reused. Must be called with the writer lock
+    /// held (one publisher at a time).
     pub(crate) fn publish(
         &mut self,
         cell: &ArcSwap<Version>,
-        changes: Vec<Change>,
+        changes: &mut Vec<Change>,
         seq: u64,
-    ) -> Vec<Option<Value>> {
+        want_previous: bool,
+    ) -> Option<Value> {
         let mut spare = match self.spare.take() {
             Some(spare) => spare,
             None => cell.load_full(),
@@ -92,33 +95,35 @@ impl Publisher {
                 seq: spare.seq,
             });
         }
-        let mut previous = Vec::with_capacity(changes.len());
+        let mut previous = None;
         if let Some(version) = Arc::get_mut(&mut spare) {
             for change in self.lag.drain(..) {
                 apply(&mut version.map, change);
             }
-            for change in &changes {
-                previous.push(apply(&mut version.map, change.clone()));
+            for (i, change) in changes.iter().enumerate() {
+                let old = apply(&mut version.map, change.clone());
+                if i == 0 && want_previous {
+                    previous = old.map(|v| Value::clone(&v));
+                }
             }
             version.seq = seq;
         }
         let old = cell.swap(spare);
         self.spare = Some(old);
-        self.lag = changes;
+        std::mem::swap(&mut self.lag, changes);
         previous
     }
 }
 
-fn apply(map: &mut Map, change: Change) -> Option<Value> {
-    let old = match change {
+fn apply(map: &mut Map, change: Change) -> Option<Arc<Value>> {
+    match change {
         Change::Put(key, value) => map.insert(key, value),
         Change::Delete(key) => map.remove(&*key),
         Change::Clear => {
             *map = Map::default();
             None
         }
-    };
-    old.map(|v| Value::clone(&v))
+    }
 }
 
 /// An immutable, consistent view of the whole store at one moment.

@@ -70,6 +70,8 @@ pub(crate) struct Shared {
 pub(crate) struct Writer {
     pub(crate) active: Arc<Journal>,
     pub(crate) publisher: Publisher,
+    /// A reusable buffer for the changes of one write.
+    changes: Vec<Change>,
     pub(crate) seq: u64,
     /// A compaction has been requested and has not finished.
     pub(crate) compacting: bool,
@@ -224,6 +226,7 @@ impl KVStore {
             writer: Mutex::new(Writer {
                 active,
                 publisher,
+                changes: Vec::new(),
                 seq: 0,
                 compacting: false,
                 failures: 0,
@@ -309,14 +312,12 @@ impl KVStore {
         } else {
             Op::Put(key, value)
         };
-        let mut previous = self.shared.write(vec![op])?;
-        Ok(previous.pop().flatten())
+        self.shared.write(vec![op], true)
     }
 
     /// Removes `key` and returns its value.
     pub fn remove(&self, key: &str) -> Result<Option<Value>> {
-        let mut previous = self.shared.write(vec![Op::Delete(key.to_owned())])?;
-        Ok(previous.pop().flatten())
+        self.shared.write(vec![Op::Delete(key.to_owned())], true)
     }
 
     /// Applies every operation of `batch`, or none of them (also across a crash).
@@ -324,12 +325,12 @@ impl KVStore {
         if batch.ops.is_empty() {
             return Ok(());
         }
-        self.shared.write(batch.ops).map(drop)
+        self.shared.write(batch.ops, false).map(drop)
     }
 
     /// Removes every key. A crash afterwards never brings them back.
     pub fn clear(&self) -> Result<()> {
-        self.shared.write(vec![Op::Clear])?;
+        self.shared.write(vec![Op::Clear], false)?;
         self.shared.request_compaction(None);
         Ok(())
     }
@@ -397,6 +398,11 @@ impl Drop for KVStore {
             let _ = self.shared.sync_through(None);
         }
     }
+}
+
+thread_local! {
+    /// Each writing thread's buffer for encoding record bodies (no allocation per write).
+    static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn hwm_pos(config: &Builder, capacity: usize) -> usize {
@@ -494,15 +500,27 @@ impl Shared {
     }
 
     /// Appends one record with `ops` and publishes the new map: the heart of every write.
-    fn write(&self, mut ops: Vec<Op>) -> Result<Vec<Option<Value>>> {
+    fn write(&self, ops: Vec<Op>, want_previous: bool) -> Result<Option<Value>> {
         self.check_poison()?;
         for op in &ops {
             if let Op::Put(key, _) | Op::Delete(key) = op {
                 format::check_key(key)?;
             }
         }
-        let mut body = Vec::with_capacity(64);
-        format::encode_body(&ops, &self.limits, &mut body)?;
+        let mut body = BODY.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        body.clear();
+        let encoded = format::encode_body(&ops, &self.limits, &mut body);
+        let result = encoded.and_then(|()| self.append_and_publish(&body, ops, want_previous));
+        BODY.with(|b| *b.borrow_mut() = body);
+        result
+    }
+
+    fn append_and_publish(
+        &self,
+        body: &[u8],
+        mut ops: Vec<Op>,
+        want_previous: bool,
+    ) -> Result<Option<Value>> {
         let size = Journal::record_size(body.len());
         let max_records = self.config.max_size.saturating_sub(HEADER_SIZE + 64);
         if size > max_records {
@@ -523,7 +541,7 @@ impl Shared {
             } else {
                 w.active.capacity() - w.active.reserve()
             };
-            let appended = w.active.append_within(&body, limit).map_err(|e| {
+            let appended = w.active.append_within(body, limit).map_err(|e| {
                 self.poison(format!("append failed: {e}"));
                 crate::error::io_err("append", w.active.storage().path())(e)
             })?;
@@ -565,17 +583,18 @@ impl Shared {
             compacted_once = true;
         }
 
-        let changes = ops
-            .drain(..)
-            .map(|op| match op {
-                Op::Put(key, value) => Change::Put(Arc::from(key), Arc::new(value)),
-                Op::Delete(key) => Change::Delete(Arc::from(key)),
-                Op::Clear => Change::Clear,
-            })
-            .collect();
+        let mut changes = std::mem::take(&mut w.changes);
+        changes.extend(ops.drain(..).map(|op| match op {
+            Op::Put(key, value) => Change::Put(Arc::from(key), Arc::new(value)),
+            Op::Delete(key) => Change::Delete(Arc::from(key)),
+            Op::Clear => Change::Clear,
+        }));
         w.seq += 1;
         let seq = w.seq;
-        let previous = w.publisher.publish(&self.published, changes, seq);
+        let previous = w
+            .publisher
+            .publish(&self.published, &mut changes, seq, want_previous);
+        w.changes = changes;
 
         let end = w.active.end();
         let capacity = w.active.capacity();

@@ -426,10 +426,10 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// The first NUL byte; short strings (most keys and values) skip memchr's dispatch.
+/// The first NUL byte; very short strings skip memchr's dispatch.
 #[inline]
 pub(crate) fn find_nul(bytes: &[u8]) -> Option<usize> {
-    if bytes.len() <= 32 {
+    if bytes.len() < 8 {
         bytes.iter().position(|&b| b == 0)
     } else {
         memchr::memchr(0, bytes)

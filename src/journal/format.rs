@@ -110,7 +110,18 @@ pub(crate) fn decode_header(bytes: &[u8]) -> HeaderRead {
 
 /// The frame for `body` in `generation`. The checksum covers the whole generation, so a record
 /// left over from another generation can never verify.
+#[cfg(test)]
 pub(crate) fn frame(generation: u64, body: &[u8]) -> [u8; FRAME_SIZE] {
+    frame_seeded(generation, crc_seed(generation), body)
+}
+
+/// The checksum state after the generation, computed once per journal.
+pub(crate) fn crc_seed(generation: u64) -> u32 {
+    crc32c::crc32c(&generation.to_le_bytes())
+}
+
+/// `frame` with the generation's checksum seed precomputed.
+pub(crate) fn frame_seeded(generation: u64, seed: u32, body: &[u8]) -> [u8; FRAME_SIZE] {
     let mut out = [0_u8; FRAME_SIZE];
     let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
     put(&mut out, FRAME_LEN_OFFSET, &len.to_le_bytes());
@@ -119,11 +130,8 @@ pub(crate) fn frame(generation: u64, body: &[u8]) -> [u8; FRAME_SIZE] {
         FRAME_GEN_OFFSET,
         &(generation as u32).to_le_bytes(),
     );
-    put(
-        &mut out,
-        FRAME_CRC_OFFSET,
-        &record_crc(generation, body).to_le_bytes(),
-    );
+    let crc = crc32c::crc32c_append(seed, body);
+    put(&mut out, FRAME_CRC_OFFSET, &crc.to_le_bytes());
     out
 }
 

@@ -20,6 +20,8 @@ use storage::Storage;
 pub(crate) struct Journal {
     storage: Box<dyn Storage>,
     generation: u64,
+    /// Checksum state after the generation (every record's checksum starts from it).
+    crc_seed: u32,
     /// End of the last complete record. Only the writer holding the store's writer lock (or
     /// the owner of an inactive journal) advances it; it is published with `Release` after the
     /// record's bytes are written, so readers that `Acquire` it may read everything below.
@@ -35,6 +37,7 @@ impl Journal {
         Journal {
             storage,
             generation,
+            crc_seed: format::crc_seed(generation),
             end: AtomicUsize::new(end),
             synced: AtomicUsize::new(end),
             header_dirty: AtomicBool::new(false),
@@ -94,8 +97,10 @@ impl Journal {
             return Ok(false);
         }
         self.storage.write(pos + FRAME_SIZE, body)?;
-        self.storage
-            .write(pos, &format::frame(self.generation, body))?;
+        self.storage.write(
+            pos,
+            &format::frame_seeded(self.generation, self.crc_seed, body),
+        )?;
         // Release: the record's bytes happen-before any read of the new end.
         self.end.store(pos + size, Ordering::Release);
         Ok(true)
@@ -137,6 +142,7 @@ impl Journal {
         self.write_header(generation, STATE_PENDING)?;
         self.storage.flush(0, HEADER_SIZE)?;
         self.generation = generation;
+        self.crc_seed = format::crc_seed(generation);
         self.end.store(HEADER_SIZE, Ordering::Release);
         self.synced.store(HEADER_SIZE, Ordering::Release);
         Ok(())
