@@ -256,7 +256,11 @@ fn open_rate() {
     );
 }
 
+/// The latency and open measurements take a minute; `RKV_BENCH_EXTRAS=0` skips them.
 fn extras(_: &mut Criterion) {
+    if std::env::var("RKV_BENCH_EXTRAS").as_deref() == Ok("0") {
+        return;
+    }
     compaction_latency();
     open_rate();
 }
