@@ -226,3 +226,54 @@ fn an_unfinished_compaction_is_never_elected() {
     assert_eq!(store.len(), 20);
     assert_eq!(store.get("k0").unwrap(), Some(Value::Integer(0)));
 }
+
+#[test]
+fn a_failed_flush_poisons_the_store_for_good() {
+    let disk = MemBackend::new();
+    let store = open(&disk).unwrap();
+    store.insert("before".into(), Value::Integer(1)).unwrap();
+    disk.fail_flushes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(store.sync().is_err(), "the failed flush is reported");
+    // Even after the disk recovers, the store never claims durability again.
+    disk.fail_flushes
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(store.sync(), Err(Error::Poisoned { .. })));
+    assert!(matches!(
+        store.insert("after".into(), Value::Integer(2)),
+        Err(Error::Poisoned { .. })
+    ));
+    assert_eq!(store.get("after").unwrap(), None);
+    assert_eq!(
+        store.get("before").unwrap(),
+        Some(Value::Integer(1)),
+        "reads still work"
+    );
+    drop(store);
+    let store = open(&disk).unwrap();
+    assert_eq!(
+        store.get("before").unwrap(),
+        Some(Value::Integer(1)),
+        "reopening recovers"
+    );
+}
+
+#[test]
+fn sync_durability_reports_a_failed_flush_on_the_write() {
+    let disk = MemBackend::new();
+    let store = KVStore::open_on(
+        Builder::new(std::path::Path::new("mem"))
+            .buffer_size(16 * 1024)
+            .durability(crate::Durability::Sync),
+        &disk,
+    )
+    .unwrap();
+    store.insert("ok".into(), Value::Integer(1)).unwrap();
+    disk.fail_flushes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(store.insert("unsure".into(), Value::Integer(2)).is_err());
+    assert!(matches!(
+        store.insert("later".into(), Value::Integer(3)),
+        Err(Error::Poisoned { .. })
+    ));
+}

@@ -104,3 +104,37 @@ fn field_note_9_values_keep_their_type_across_restart() {
             .is_sign_negative()
     );
 }
+
+/// Note 2 (the cases the seam tests do not cover): a ratio of 0.0 is refused instead of
+/// silently disabling compaction, and a refused oversized batch does not stop it either.
+#[test]
+fn field_note_2_compaction_survives_bad_ratios_and_refused_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let zero = KVStore::builder(dir.path().join("zero"))
+        .high_water_mark(0.0)
+        .open();
+    assert!(matches!(zero, Err(Error::Config(_))));
+
+    let store = KVStore::builder(dir.path().join("notes"))
+        .buffer_size(16 * 1024)
+        .max_size(64 * 1024)
+        .open()
+        .unwrap();
+    let mut huge = resilient_kv::Batch::new();
+    huge.insert("huge", Value::from("x".repeat(100 * 1024)));
+    assert!(matches!(
+        store.write_batch(huge),
+        Err(Error::TooLarge { .. })
+    ));
+    let before = store.stats().compactions;
+    for i in 0..3_000 {
+        store
+            .insert(format!("k{}", i % 30), Value::Integer(i))
+            .unwrap();
+    }
+    assert!(
+        store.stats().compactions > before + 2,
+        "{:?}",
+        store.stats()
+    );
+}

@@ -69,6 +69,8 @@ pub(crate) type MemFile = Arc<Mutex<Vec<u8>>>;
 pub(crate) struct MemBackend {
     files: Arc<Mutex<HashMap<Slot, MemFile>>>,
     base: PathBuf,
+    /// While set, every flush and sync fails (an injected I/O error).
+    pub(crate) fail_flushes: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[cfg(test)]
@@ -77,6 +79,7 @@ impl MemBackend {
         MemBackend {
             files: Arc::default(),
             base: PathBuf::from("memory"),
+            fail_flushes: Arc::default(),
         }
     }
 
@@ -103,6 +106,7 @@ impl Backend for MemBackend {
         Ok(Box::new(MemStorage {
             bytes: file,
             path: self.base.with_extension(slot.extension()),
+            fail_flushes: Arc::clone(&self.fail_flushes),
         }))
     }
 }
@@ -111,6 +115,18 @@ impl Backend for MemBackend {
 struct MemStorage {
     bytes: Arc<Mutex<Vec<u8>>>,
     path: PathBuf,
+    fail_flushes: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[cfg(test)]
+impl MemStorage {
+    fn injected(&self) -> io::Result<()> {
+        if self.fail_flushes.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(io::Error::other("injected flush failure"))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -150,11 +166,11 @@ impl Storage for MemStorage {
     }
 
     fn flush(&self, _offset: usize, _len: usize) -> io::Result<()> {
-        Ok(())
+        self.injected()
     }
 
     fn sync(&self) -> io::Result<()> {
-        Ok(())
+        self.injected()
     }
 
     fn grow(&mut self, new_len: usize) -> io::Result<()> {
