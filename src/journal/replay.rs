@@ -47,7 +47,9 @@ fn attempt(
     generation: u64,
     decode: &DecodeOptions,
 ) -> Result<Replayed, usize> {
-    let mut live: HashMap<&[u8], Pending<'_>> = HashMap::new();
+    // A randomly seeded fast hasher: this map only lives during open, and SipHash was a fifth
+    // of the replay's instructions (the wall time is dominated by cache misses regardless).
+    let mut live: HashMap<&[u8], Pending<'_>, foldhash::fast::RandomState> = HashMap::default();
     let mut pos = HEADER_SIZE;
     let stop = loop {
         if pos >= limit {
@@ -89,7 +91,7 @@ fn attempt(
 fn apply<'a>(
     body: &'a [u8],
     offset: usize,
-    live: &mut HashMap<&'a [u8], Pending<'a>>,
+    live: &mut HashMap<&'a [u8], Pending<'a>, foldhash::fast::RandomState>,
     decode: &DecodeOptions,
 ) -> Option<()> {
     let (&code, rest) = body.split_first()?;
