@@ -465,8 +465,9 @@ impl Shared {
         }
         self.poisoned.store(true, Ordering::Release);
         drop(slot);
-        // Wake writers waiting for room so they see the poison.
-        let _guard = self.writer.lock();
+        // Wake writers waiting for room so they see the poison. This may be called with the
+        // writer lock held, so it does not take it; waiting writers also re-check every few
+        // milliseconds, so a wake-up that races their check is never lost for long.
         self.swapped.notify_all();
     }
 
@@ -572,7 +573,7 @@ impl Shared {
             }
             let generation = w.active.generation();
             while w.compacting && w.failures == failures && !self.poisoned.load(Ordering::Acquire) {
-                self.swapped.wait(&mut w);
+                self.swapped.wait_for(&mut w, Duration::from_millis(5));
             }
             if w.failures != failures && w.active.generation() == generation {
                 return Err(Error::Full {
