@@ -90,6 +90,7 @@ pub(crate) struct Counters {
     pub(crate) compactions: AtomicU64,
     pub(crate) last_compaction_nanos: AtomicU64,
     pub(crate) inactive_capacity: AtomicU64,
+    pub(crate) inactive_used: AtomicU64,
     pub(crate) data_loss: AtomicU64,
 }
 
@@ -105,6 +106,9 @@ pub struct Stats {
     pub active_capacity: u64,
     /// Size of the inactive journal.
     pub inactive_capacity: u64,
+    /// Bytes used in the inactive journal (what it held when it was retired; the next
+    /// compaction overwrites it).
+    pub inactive_used: u64,
     /// Live keys.
     pub live_keys: u64,
     /// Compactions finished since open.
@@ -379,6 +383,7 @@ impl KVStore {
             active_used: used as u64,
             active_capacity: capacity as u64,
             inactive_capacity: s.inactive_capacity.load(Ordering::Relaxed),
+            inactive_used: s.inactive_used.load(Ordering::Relaxed),
             live_keys: live as u64,
             compactions: s.compactions.load(Ordering::Relaxed),
             last_compaction: (last > 0).then(|| Duration::from_nanos(last)),

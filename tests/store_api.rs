@@ -234,7 +234,13 @@ fn explicit_compact_and_sync() {
     store.insert("a".into(), Value::Integer(1)).unwrap();
     let g = store.stats().generation;
     store.compact().unwrap();
-    assert_eq!(store.stats().generation, g + 1);
+    let stats = store.stats();
+    assert_eq!(stats.generation, g + 1);
+    assert!(
+        stats.inactive_used > 0 && stats.inactive_capacity >= 64 * 1024,
+        "{stats:?}"
+    );
+    assert!(stats.active_used > 0 && stats.last_compaction.is_some());
     store.sync().unwrap();
     assert_eq!(store.get("a").unwrap(), Some(Value::Integer(1)));
 }
