@@ -240,6 +240,10 @@ fn compact_into(
         .stats
         .inactive_capacity
         .store(retired.capacity() as u64, Ordering::Relaxed);
+    shared
+        .stats
+        .inactive_used
+        .store(bytes_before, Ordering::Relaxed);
     *shared.inactive.lock() = Some(retired);
     if let Err(e) = new_active.flush() {
         shared.poison(format!("flushing the new journal failed: {e}"));
