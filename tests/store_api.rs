@@ -318,3 +318,19 @@ fn a_different_buffer_size_keeps_the_data() {
     assert_eq!(store.len(), 500);
     assert!(store.stats().active_capacity >= 256 * 1024);
 }
+
+#[test]
+fn a_value_larger_than_the_journal_grows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = Value::from("b".repeat(3 * 1024 * 1024));
+    {
+        let store = KVStore::new(base(&dir), 16 * 1024, None, None).unwrap();
+        store.insert("small".into(), Value::Integer(1)).unwrap();
+        store.insert("big".into(), big.clone()).unwrap();
+        store.insert("after".into(), Value::Integer(2)).unwrap();
+        assert!(store.stats().active_capacity > 3 * 1024 * 1024);
+    }
+    let store = KVStore::new(base(&dir), 16 * 1024, None, None).unwrap();
+    assert_eq!(store.get("big").unwrap(), Some(big));
+    assert_eq!(store.len(), 3);
+}
