@@ -177,6 +177,14 @@ impl Storage for MmapStorage {
         self.file.sync_data()
     }
 
+    fn with_view(&mut self, f: &mut dyn FnMut(&[u8])) {
+        // SAFETY: the mapping is valid for `len` bytes for as long as `self` lives, and `&mut
+        // self` means no write through this storage can happen while `f` holds the slice; the
+        // file lock keeps other instances out.
+        let bytes = unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) };
+        f(bytes);
+    }
+
     fn grow(&mut self, new_len: usize) -> io::Result<()> {
         if new_len <= self.map.len() {
             return Ok(());

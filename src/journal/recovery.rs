@@ -232,11 +232,18 @@ fn replay(
     notes: Vec<String>,
     decode: &DecodeOptions,
 ) -> Result<Opened> {
-    winner.load()?;
-    let bytes = &winner.bytes;
-    let replayed = super::replay::replay(bytes, generation, decode);
+    // Replay straight from the file (no copy of the whole journal into memory).
+    let mut outcome = None;
+    winner.storage.with_view(&mut |bytes| {
+        let replayed = super::replay::replay(bytes, generation, decode);
+        let beyond = next_valid_record(bytes, replayed.end + 1, generation);
+        outcome = Some((replayed, beyond));
+    });
+    let Some((replayed, beyond)) = outcome else {
+        return Err(Error::Config("the journal could not be viewed".into()));
+    };
     let (pos, stop) = (replayed.end, replayed.stop);
-    let tail = match (next_valid_record(bytes, pos + 1, generation), stop) {
+    let tail = match (beyond, stop) {
         (Some(valid_until), _) => Tail::Damaged {
             offset: pos,
             valid_until,

@@ -24,10 +24,61 @@ pub(crate) struct Replayed {
     pub(crate) stop: FrameRead,
 }
 
+/// The last operation seen for a key that leaves it present.
 enum Pending<'a> {
+    /// A put's encoded value, decoded only if it survives, and the record it came from.
     Raw(&'a [u8], usize),
-    Decoded(Value),
+    /// A value a batch decoded already (index into the side vector).
+    Decoded(usize),
 }
+
+/// Longest key kept inline in the replay table.
+const INLINE_KEY: usize = 22;
+
+/// A key as the replay table holds it: short keys (nearly all) are copied inline, so probing the
+/// table never reaches back into the journal's bytes, which is what made replay miss the cache
+/// twice per record.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Inline(u8, [u8; INLINE_KEY]),
+    Long(&'a [u8]),
+}
+
+impl<'a> Key<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        let mut inline = [0_u8; INLINE_KEY];
+        match inline.get_mut(..bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                Key::Inline(bytes.len() as u8, inline)
+            }
+            None => Key::Long(bytes),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline(len, bytes) => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Key::Long(bytes) => bytes,
+        }
+    }
+}
+
+impl std::hash::Hash for Key<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for Key<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Key<'_> {}
+
+type Table<'a> = HashMap<Key<'a>, Pending<'a>, foldhash::fast::RandomState>;
 
 /// Replays the records of `generation` in `bytes` (a whole journal file).
 pub(crate) fn replay(bytes: &[u8], generation: u64, decode: &DecodeOptions) -> Replayed {
@@ -49,7 +100,8 @@ fn attempt(
 ) -> Result<Replayed, usize> {
     // A randomly seeded fast hasher: this map only lives during open, and SipHash was a fifth
     // of the replay's instructions (the wall time is dominated by cache misses regardless).
-    let mut live: HashMap<&[u8], Pending<'_>, foldhash::fast::RandomState> = HashMap::default();
+    let mut live: Table<'_> = HashMap::default();
+    let mut decoded: Vec<Value> = Vec::new();
     let mut pos = HEADER_SIZE;
     let stop = loop {
         if pos >= limit {
@@ -63,7 +115,7 @@ fn attempt(
         match format::read_frame(rest, generation) {
             FrameRead::Record { len } => {
                 let body = rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default();
-                apply(body, pos, &mut live, decode).ok_or(pos)?;
+                apply(body, pos, &mut live, &mut decoded, decode).ok_or(pos)?;
                 pos += FRAME_SIZE + len;
             }
             other => break other,
@@ -73,9 +125,9 @@ fn attempt(
     for (key, pending) in live {
         let (value, offset) = match pending {
             Pending::Raw(raw, offset) => (bonjson::decode_with(raw, decode).ok(), offset),
-            Pending::Decoded(value) => (Some(value), pos),
+            Pending::Decoded(i) => (decoded.get_mut(i).map(std::mem::take), pos),
         };
-        match (std::str::from_utf8(key), value) {
+        match (std::str::from_utf8(key.as_bytes()), value) {
             (Ok(key), Some(value)) => entries.push((key.to_owned(), value)),
             _ => return Err(offset),
         }
@@ -91,23 +143,27 @@ fn attempt(
 fn apply<'a>(
     body: &'a [u8],
     offset: usize,
-    live: &mut HashMap<&'a [u8], Pending<'a>, foldhash::fast::RandomState>,
+    live: &mut Table<'a>,
+    decoded: &mut Vec<Value>,
     decode: &DecodeOptions,
 ) -> Option<()> {
     let (&code, rest) = body.split_first()?;
     match code {
         OP_PUT => {
             let (key, value) = key_and_rest(rest)?;
-            live.insert(key, Pending::Raw(value, offset));
+            live.insert(Key::new(key), Pending::Raw(value, offset));
         }
         OP_DELETE => {
             let (key, rest) = key_and_rest(rest)?;
             if !rest.is_empty() {
                 return None;
             }
-            live.remove(key);
+            live.remove(&Key::new(key));
         }
-        OP_CLEAR if rest.is_empty() => live.clear(),
+        OP_CLEAR if rest.is_empty() => {
+            live.clear();
+            decoded.clear();
+        }
         OP_COMMIT => {}
         OP_BATCH => {
             let (count, mut rest) = varint(rest)?;
@@ -120,11 +176,12 @@ fn apply<'a>(
                 match code {
                     OP_PUT => {
                         let (value, used) = bonjson::decode_prefix(after, decode).ok()?;
-                        live.insert(key, Pending::Decoded(value));
+                        decoded.push(value);
+                        live.insert(Key::new(key), Pending::Decoded(decoded.len() - 1));
                         rest = after.get(used..)?;
                     }
                     OP_DELETE => {
-                        live.remove(key);
+                        live.remove(&Key::new(key));
                         rest = after;
                     }
                     _ => return None,

@@ -47,6 +47,8 @@ pub(crate) trait Storage: Send + Sync {
     fn sync(&self) -> io::Result<()>;
     /// Grows the file to `new_len` bytes, allocating the space (never sparse), durably.
     fn grow(&mut self, new_len: usize) -> io::Result<()>;
+    /// Calls `f` with the whole file; `&mut self` guarantees nothing writes it meanwhile.
+    fn with_view(&mut self, f: &mut dyn FnMut(&[u8]));
 }
 
 /// Opens the two journal files of one store.
@@ -179,5 +181,9 @@ impl Storage for MemStorage {
             bytes.resize(new_len, 0);
         }
         Ok(())
+    }
+
+    fn with_view(&mut self, f: &mut dyn FnMut(&[u8])) {
+        f(&self.bytes.lock());
     }
 }
