@@ -27,8 +27,8 @@ use crate::events::Event;
 use crate::journal::Journal;
 use crate::journal::format::{self, HEADER_SIZE};
 use crate::journal::recovery::append_commit_marker;
+use crate::shared::Shared;
 use crate::snapshot::Map;
-use crate::store::Shared;
 use crate::{Error, Result};
 
 /// Messages to the compactor thread.

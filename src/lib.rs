@@ -25,6 +25,7 @@
     )
 )]
 
+mod batch;
 pub mod bonjson;
 mod compactor;
 mod error;
@@ -35,10 +36,13 @@ mod options;
 mod recovery_tests;
 #[cfg(feature = "serde")]
 mod serde_impl;
+mod shared;
 mod snapshot;
+mod stats;
 mod store;
 mod value;
 
+pub use batch::Batch;
 pub use error::{Error, Result};
 pub use events::Event;
 pub use journal::format::MAX_KEY_LEN;
@@ -46,7 +50,8 @@ pub use options::{Builder, Durability, MIN_BUFFER_SIZE};
 #[cfg(feature = "serde")]
 pub use serde_impl::{ValueError, from_value, to_value};
 pub use snapshot::Snapshot;
-pub use store::{Batch, KVStore, Stats};
+pub use stats::Stats;
+pub use store::KVStore;
 pub use value::Value;
 
 /// Runs the code blocks of README.md as doctests, so the README cannot drift from the API.

@@ -1,0 +1,38 @@
+//! [`Stats`]: figures about a store, and the counters behind them.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) compactions: AtomicU64,
+    pub(crate) last_compaction_nanos: AtomicU64,
+    pub(crate) inactive_capacity: AtomicU64,
+    pub(crate) inactive_used: AtomicU64,
+    pub(crate) data_loss: AtomicU64,
+}
+
+/// Figures from [`KVStore::stats`](crate::KVStore::stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The active journal's generation.
+    pub generation: u64,
+    /// Bytes used in the active journal.
+    pub active_used: u64,
+    /// Size of the active journal.
+    pub active_capacity: u64,
+    /// Size of the inactive journal.
+    pub inactive_capacity: u64,
+    /// Bytes used in the inactive journal (what it held when it was retired; the next
+    /// compaction overwrites it).
+    pub inactive_used: u64,
+    /// Live keys.
+    pub live_keys: u64,
+    /// Compactions finished since open.
+    pub compactions: u64,
+    /// Duration of the last compaction.
+    pub last_compaction: Option<Duration>,
+    /// Damage found and worked around at open (see [`Event::DataLoss`](crate::Event::DataLoss)).
+    pub data_loss_events: u64,
+}
