@@ -77,7 +77,7 @@ impl KVStore {
 
     pub(crate) fn open_with(config: Builder) -> Result<KVStore> {
         config.validate()?;
-        let backend = FileBackend::new(&config.base);
+        let backend = FileBackend::new(&config.base, config.max_size);
         Self::open_on(config, &backend)
     }
 

@@ -6,7 +6,9 @@
 //!   crate never truncates a mapped file.
 //! - Within the store, `Journal` upholds the `Storage` contract: one appender writes above the
 //!   published end position, readers read below it, so no byte is read and written at once.
-//! - Every access is bounds-checked against the mapping's length before the copy.
+//! - Every access is bounds-checked against the file's length before the copy. The mapping may
+//!   be longer (address space reserved so the file can grow without a remap); the part beyond
+//!   the file is never touched.
 #![expect(
     unsafe_code,
     reason = "memory-mapping a file is unsafe; this module fences it in"
@@ -26,12 +28,20 @@ use crate::{Error, Result};
 /// Journal files `<base>.jrna` / `<base>.jrnb` on disk.
 pub(crate) struct FileBackend {
     base: PathBuf,
+    /// Address space reserved for each mapping, so that growing a file never remaps it (an
+    /// unmap would stall every writer's page fault on the process's mapping lock).
+    reserve: usize,
 }
 
 impl FileBackend {
-    pub(crate) fn new(base: &Path) -> Self {
+    pub(crate) fn new(base: &Path, reserve: usize) -> Self {
+        // Address space is plentiful on 64-bit targets, but not unlimited: past this, growth
+        // falls back to remapping.
+        const MAX_RESERVE: u64 = 64 << 30;
+        let reserve = reserve.min(usize::try_from(MAX_RESERVE).unwrap_or(usize::MAX));
         FileBackend {
             base: base.to_path_buf(),
+            reserve,
         }
     }
 
@@ -73,8 +83,14 @@ impl Backend for FileBackend {
             allocate(&file, min_len).map_err(io_err("fallocate", &path))?;
             file.sync_all().map_err(io_err("fsync", &path))?;
         }
-        let map = map(&file).map_err(io_err("mmap", &path))?;
-        Ok(Box::new(MmapStorage { file, map, path }))
+        let len = len.max(min_len);
+        let map = map(&file, len.max(self.reserve)).map_err(io_err("mmap", &path))?;
+        Ok(Box::new(MmapStorage {
+            file,
+            map,
+            len,
+            path,
+        }))
     }
 }
 
@@ -103,13 +119,19 @@ fn allocate(file: &File, len: usize) -> io::Result<()> {
     }
 }
 
-fn map(file: &File) -> io::Result<MmapRaw> {
-    MmapRaw::map_raw(file)
+/// Maps `reserve` bytes of `file`. Only the first `file length` bytes are ever touched (every
+/// access is checked against the file's length, not the mapping's); the rest is address space
+/// the file can grow into without a remap.
+fn map(file: &File, reserve: usize) -> io::Result<MmapRaw> {
+    memmap2::MmapOptions::new().len(reserve).map_raw(file)
 }
 
 struct MmapStorage {
     file: File,
     map: MmapRaw,
+    /// The file's length: the only part of the mapping that is backed (accesses beyond it
+    /// would fault).
+    len: usize,
     path: PathBuf,
 }
 
@@ -123,7 +145,7 @@ fn out_of_bounds() -> io::Error {
 impl MmapStorage {
     fn check(&self, offset: usize, len: usize) -> io::Result<()> {
         match offset.checked_add(len) {
-            Some(end) if end <= self.map.len() => Ok(()),
+            Some(end) if end <= self.len => Ok(()),
             _ => Err(out_of_bounds()),
         }
     }
@@ -135,7 +157,7 @@ impl Storage for MmapStorage {
     }
 
     fn capacity(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     fn read(&self, offset: usize, out: &mut [u8]) -> io::Result<()> {
@@ -181,18 +203,22 @@ impl Storage for MmapStorage {
         // SAFETY: the mapping is valid for `len` bytes for as long as `self` lives, and `&mut
         // self` means no write through this storage can happen while `f` holds the slice; the
         // file lock keeps other instances out.
-        let bytes = unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) };
+        let bytes = unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.len) };
         f(bytes);
     }
 
     fn grow(&mut self, new_len: usize) -> io::Result<()> {
-        if new_len <= self.map.len() {
+        if new_len <= self.len {
             return Ok(());
         }
         allocate(&self.file, new_len)?;
         self.file.sync_all()?;
-        // `&mut self`: nobody holds a pointer into the old mapping while it is replaced.
-        self.map = map(&self.file)?;
+        if new_len > self.map.len() {
+            // Beyond the reserved address space: remap (`&mut self`: nobody holds a pointer
+            // into the old mapping while it is replaced).
+            self.map = map(&self.file, new_len)?;
+        }
+        self.len = new_len;
         Ok(())
     }
 }
