@@ -280,7 +280,7 @@ impl Shared {
             // If a swap happened meanwhile, the records now live in the new journal, which
             // must be flushed too.
             let w = self.writer.lock();
-            if Arc::ptr_eq(&w.active, &journal) || journal.generation() > w.active.generation() {
+            if Arc::ptr_eq(&w.active, &journal) {
                 return Ok(());
             }
             journal = Arc::clone(&w.active);
