@@ -73,7 +73,8 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
             }
         };
         if let Err(e) = &outcome {
-            let generation = shared.writer.lock().active.generation() + 1;
+            // The generation of the attempt that failed (the last one handed out).
+            let generation = shared.writer.lock().next_generation.saturating_sub(1);
             shared.emit(Event::CompactionFailed {
                 generation,
                 reason: e.to_string(),
@@ -154,17 +155,21 @@ fn compact_into(
     target: &mut Arc<Journal>,
     started: Instant,
 ) -> std::result::Result<(), (Error, Arc<Journal>)> {
-    let (snapshot, start, active, room_needed) = {
-        let w = shared.writer.lock();
+    let (snapshot, start, active, room_needed, mut generation) = {
+        let mut w = shared.writer.lock();
+        // A generation is never used twice: a failed attempt may have left records of its
+        // generation in the file, and a later attempt reusing the number would replay them.
+        let generation = w.next_generation.max(w.active.generation() + 1);
+        w.next_generation = generation + 1;
         // Under the writer lock the published version matches the journal's end exactly.
         (
             shared.published.load_full(),
             w.active.end(),
             Arc::clone(&w.active),
             w.room_needed,
+            generation,
         )
     };
-    let generation = active.generation() + 1;
     shared.emit(Event::CompactionStarted { generation });
 
     // A reader of the retired journal (a `sync` in flight) may still hold it briefly.
@@ -175,8 +180,9 @@ fn compact_into(
         std::thread::sleep(Duration::from_micros(100));
     };
     let fail = |e: Error, t: &Arc<Journal>| (e, Arc::clone(t));
-    if let Err(e) = write_snapshot(shared, journal, generation, &snapshot.map, room_needed) {
-        return Err(fail(e, target));
+    match write_snapshot(shared, journal, generation, &snapshot.map, room_needed) {
+        Ok(used) => generation = used,
+        Err(e) => return Err(fail(e, target)),
     }
     // Catch up outside the lock: records appended since `start` never change.
     let mut copied = start;
@@ -224,6 +230,8 @@ fn compact_into(
     let live_keys = shared.published.load().map.len() as u64;
     let new_active = Arc::clone(target);
     let retired = std::mem::replace(&mut w.active, Arc::clone(&new_active));
+    // Counted under the lock, so `stats()` never sees the new generation without it.
+    shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
     w.compacting = false;
     w.room_needed = 0;
     let hwm = ((capacity as f64) * f64::from(shared.config.high_water_mark)) as usize;
@@ -249,7 +257,6 @@ fn compact_into(
         shared.poison(format!("flushing the new journal failed: {e}"));
     }
     let duration = started.elapsed();
-    shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
     shared.stats.last_compaction_nanos.store(
         u64::try_from(duration.as_nanos())
             .unwrap_or(u64::MAX)
@@ -275,25 +282,33 @@ fn io_error(journal: &Journal) -> impl Fn(io::Error) -> Error + '_ {
 }
 
 /// Writes every live key into `journal` as generation `generation`, growing the file when the
-/// live data would not fit comfortably (at most half of the high-water mark).
+/// live data would not fit comfortably (at most half of the high-water mark). Each restart after
+/// growing takes a fresh generation; returns the one finally written.
 fn write_snapshot(
     shared: &Shared,
     journal: &mut Journal,
-    generation: u64,
+    mut generation: u64,
     map: &Map,
     room_needed: usize,
-) -> Result<()> {
+) -> Result<u64> {
     let ratio = f64::from(shared.config.high_water_mark);
     let max_size = shared.config.max_size;
+    let mut first = true;
     loop {
         let capacity = journal.capacity();
+        if !first {
+            let mut w = shared.writer.lock();
+            generation = w.next_generation;
+            w.next_generation += 1;
+        }
+        first = false;
         journal.begin(generation).map_err(io_error(journal))?;
         match write_entries(shared, journal, map) {
             Ok(()) => {
                 let used = journal.end() + room_needed;
                 let comfortable = ((capacity as f64) * ratio / 2.0) as usize;
                 if used <= comfortable || capacity >= max_size {
-                    return Ok(());
+                    return Ok(generation);
                 }
                 grow(shared, journal, wanted_capacity(used, ratio, max_size))?;
             }

@@ -277,3 +277,60 @@ fn sync_durability_reports_a_failed_flush_on_the_write() {
         Err(Error::Poisoned { .. })
     ));
 }
+
+/// A compaction attempt that failed (or was cut short by a crash) leaves records of its
+/// generation in the inactive file. If a later compaction reused that generation number, those
+/// leftovers would verify: replay could run into them (resurrecting stale values) and damage
+/// detection would report them as lost data. Generations are therefore never reused.
+#[test]
+fn leftovers_of_a_failed_compaction_never_replay() {
+    let disk = MemBackend::new();
+    {
+        let store = open(&disk).unwrap();
+        fill(&store, 0..20);
+    }
+    let other = if active_slot(&disk) == Slot::A {
+        Slot::B
+    } else {
+        Slot::A
+    };
+    {
+        // What a failed attempt at generation 2 leaves behind: a PENDING header and records.
+        let file = disk.file(other);
+        let mut bytes = file.lock();
+        let header = format::Header {
+            version: 1,
+            state: format::STATE_PENDING,
+            generation: 2,
+        };
+        bytes[..format::HEADER_USED].copy_from_slice(&format::encode_header(&header));
+        let mut pos = HEADER_SIZE;
+        for i in 0..200 {
+            let mut body = Vec::new();
+            let value = Value::from(format!("ghost value {i}"));
+            format::encode_put(&format!("ghost{i}"), &value, &Default::default(), &mut body)
+                .unwrap();
+            let frame = format::frame(2, &body);
+            bytes[pos..pos + FRAME_SIZE].copy_from_slice(&frame);
+            bytes[pos + FRAME_SIZE..pos + FRAME_SIZE + body.len()].copy_from_slice(&body);
+            pos += FRAME_SIZE + body.len();
+        }
+    }
+    {
+        let store = open(&disk).unwrap();
+        store.compact().unwrap();
+        assert!(
+            store.stats().generation > 2,
+            "generation 2 must not be reused"
+        );
+        store.insert("after".into(), Value::Integer(1)).unwrap();
+    }
+    let store = open(&disk).unwrap();
+    assert_eq!(store.len(), 21);
+    assert!(!store.contains_key("ghost0") && !store.contains_key("ghost199"));
+    assert_eq!(
+        store.stats().data_loss_events,
+        0,
+        "leftovers are not lost data"
+    );
+}

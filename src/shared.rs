@@ -53,6 +53,9 @@ pub(crate) struct Writer {
     pub(crate) hwm_fired: u64,
     /// Position past which the next automatic compaction starts.
     pub(crate) trigger: usize,
+    /// The smallest generation a compaction may use next: above every generation that may
+    /// have records in either file, so a number is never reused.
+    pub(crate) next_generation: u64,
     /// Room the writers waiting for a compaction need in the next journal.
     pub(crate) room_needed: usize,
 }

@@ -92,6 +92,7 @@ impl KVStore {
             .map(|(k, v)| (Arc::from(k), Arc::new(v)))
             .collect();
         let open_events = loss_events(&opened.active, &opened.tail, &opened.notes);
+        let opened_highest = opened.highest_generation;
         let stats = Counters::default();
         stats
             .data_loss
@@ -114,6 +115,7 @@ impl KVStore {
                 failures: 0,
                 hwm_fired: 0,
                 trigger,
+                next_generation: opened_highest + 1,
                 room_needed: 0,
             }),
             swapped: Condvar::new(),

@@ -36,6 +36,9 @@ pub(crate) struct Opened {
     pub(crate) tail: Tail,
     /// Problems found and worked around, for the data-loss event.
     pub(crate) notes: Vec<String>,
+    /// The highest generation either file may hold records of (the next compaction must use
+    /// a larger one).
+    pub(crate) highest_generation: u64,
 }
 
 struct Candidate {
@@ -212,6 +215,7 @@ fn fresh(a: Candidate, b: Candidate) -> Result<Opened> {
         entries: Vec::new(),
         tail: Tail::Clean,
         notes: Vec::new(),
+        highest_generation: 1,
     })
 }
 
@@ -251,6 +255,7 @@ fn replay(
         (None, FrameRead::Torn) => Tail::Torn { offset: pos },
         (None, _) => Tail::Clean,
     };
+    let highest_generation = generation.max(generation_hint(&loser, generation));
     let active = Journal::new(winner.storage, generation, pos);
     let inactive = Journal::new(loser.storage, 0, HEADER_SIZE);
     Ok(Opened {
@@ -259,7 +264,27 @@ fn replay(
         entries: replayed.entries,
         tail,
         notes,
+        highest_generation,
     })
+}
+
+/// The highest generation the losing file may hold records of: its header's, or, if the
+/// header is damaged, the one its first record names (every compaction starts writing there).
+fn generation_hint(loser: &Candidate, elected: u64) -> u64 {
+    let from_header = match loser.header {
+        HeaderRead::Valid(h) => h.generation,
+        _ => 0,
+    };
+    let from_record = loser
+        .bytes
+        .get(HEADER_SIZE + 4..HEADER_SIZE + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(|b: [u8; 4]| {
+            let candidate = (elected & !0xffff_ffff) | u64::from(u32::from_le_bytes(b));
+            if candidate > elected { candidate } else { 0 }
+        })
+        .unwrap_or(0);
+    from_header.max(from_record)
 }
 
 /// The end of the last record of `generation` that starts at or after `from`, if any: proof
