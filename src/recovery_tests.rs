@@ -46,6 +46,41 @@ fn record_offsets(disk: &MemBackend, slot: Slot, generation: u64) -> Vec<usize> 
     offsets
 }
 
+/// The slot of the journal that is not active.
+fn inactive_slot(disk: &MemBackend) -> Slot {
+    if active_slot(disk) == Slot::A {
+        Slot::B
+    } else {
+        Slot::A
+    }
+}
+
+/// Writes what an unfinished compaction attempt at `generation` leaves in `slot`: a flushed
+/// `PENDING` header, then `records` put records of that generation.
+fn leave_unfinished_attempt(
+    disk: &MemBackend,
+    slot: Slot,
+    generation: u64,
+    records: &[(String, Value)],
+) {
+    let file = disk.file(slot);
+    let mut bytes = file.lock();
+    let header = format::Header {
+        version: 1,
+        state: format::STATE_PENDING,
+        generation,
+    };
+    bytes[..format::HEADER_USED].copy_from_slice(&format::encode_header(&header));
+    let mut pos = HEADER_SIZE;
+    for (key, value) in records {
+        let mut body = Vec::new();
+        format::encode_put(key, value, &Default::default(), &mut body).unwrap();
+        bytes[pos..pos + FRAME_SIZE].copy_from_slice(&format::frame(generation, &body));
+        bytes[pos + FRAME_SIZE..pos + FRAME_SIZE + body.len()].copy_from_slice(&body);
+        pos += FRAME_SIZE + body.len();
+    }
+}
+
 #[test]
 fn field_note_1_cleared_data_never_comes_back_from_a_stale_journal() {
     let disk = MemBackend::new();
@@ -109,11 +144,55 @@ fn field_note_6_a_journal_filled_to_the_last_byte_reopens() {
     let disk = MemBackend::new();
     {
         let store = open(&disk).unwrap();
-        // Fill until a compaction has happened and the journal is nearly full, many times.
-        fill(&store, 0..2_000);
+        fill(&store, 0..100);
+    }
+    // Append one record, sized so that it ends exactly at the file's last byte.
+    let slot = active_slot(&disk);
+    let generation = match format::decode_header(&disk.file(slot).lock()) {
+        format::HeaderRead::Valid(h) => h.generation,
+        other => panic!("{other:?}"),
+    };
+    let end = record_offsets(&disk, slot, generation)
+        .last()
+        .map(|&at| {
+            let file = disk.file(slot);
+            let bytes = file.lock();
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            at + FRAME_SIZE + len
+        })
+        .unwrap();
+    let capacity = disk.file(slot).lock().len();
+    let mut body = Vec::new();
+    let mut filler = capacity - end - FRAME_SIZE;
+    loop {
+        body.clear();
+        let value = Value::from("f".repeat(filler));
+        format::encode_put("last", &value, &Default::default(), &mut body).unwrap();
+        match (end + FRAME_SIZE + body.len()).cmp(&capacity) {
+            std::cmp::Ordering::Equal => break,
+            std::cmp::Ordering::Greater => filler -= 1,
+            std::cmp::Ordering::Less => filler += 1,
+        }
+    }
+    {
+        let file = disk.file(slot);
+        let mut bytes = file.lock();
+        bytes[end..end + FRAME_SIZE].copy_from_slice(&format::frame(generation, &body));
+        bytes[end + FRAME_SIZE..].copy_from_slice(&body);
     }
     let store = open(&disk).unwrap();
-    assert_eq!(store.len(), 2_000);
+    assert_eq!(store.len(), 101);
+    assert_eq!(
+        store
+            .get("last")
+            .unwrap()
+            .and_then(|v| v.as_str().map(str::len)),
+        Some(filler)
+    );
+    // And the full journal keeps taking writes (a compaction makes room).
+    store.insert("after".into(), Value::Integer(1)).unwrap();
+    drop(store);
+    assert_eq!(open(&disk).unwrap().len(), 102);
 }
 
 #[test]
@@ -201,27 +280,12 @@ fn an_unfinished_compaction_is_never_elected() {
     }
     // Simulate a crash during a compaction: the inactive file holds a PENDING header of the
     // next generation and some of its records.
-    let other = if active_slot(&disk) == Slot::A {
-        Slot::B
-    } else {
-        Slot::A
-    };
-    {
-        let file = disk.file(other);
-        let mut bytes = file.lock();
-        let header = format::Header {
-            version: 1,
-            state: format::STATE_PENDING,
-            generation: 2,
-        };
-        bytes[..format::HEADER_USED].copy_from_slice(&format::encode_header(&header));
-        let mut body = Vec::new();
-        format::encode_put("k0", &Value::Integer(-1), &Default::default(), &mut body).unwrap();
-        let frame = format::frame(2, &body);
-        bytes[HEADER_SIZE..HEADER_SIZE + FRAME_SIZE].copy_from_slice(&frame);
-        bytes[HEADER_SIZE + FRAME_SIZE..HEADER_SIZE + FRAME_SIZE + body.len()]
-            .copy_from_slice(&body);
-    }
+    leave_unfinished_attempt(
+        &disk,
+        inactive_slot(&disk),
+        2,
+        &[("k0".into(), Value::Integer(-1))],
+    );
     let store = open(&disk).unwrap();
     assert_eq!(store.len(), 20);
     assert_eq!(store.get("k0").unwrap(), Some(Value::Integer(0)));
@@ -289,33 +353,11 @@ fn leftovers_of_a_failed_compaction_never_replay() {
         let store = open(&disk).unwrap();
         fill(&store, 0..20);
     }
-    let other = if active_slot(&disk) == Slot::A {
-        Slot::B
-    } else {
-        Slot::A
-    };
-    {
-        // What a failed attempt at generation 2 leaves behind: a PENDING header and records.
-        let file = disk.file(other);
-        let mut bytes = file.lock();
-        let header = format::Header {
-            version: 1,
-            state: format::STATE_PENDING,
-            generation: 2,
-        };
-        bytes[..format::HEADER_USED].copy_from_slice(&format::encode_header(&header));
-        let mut pos = HEADER_SIZE;
-        for i in 0..200 {
-            let mut body = Vec::new();
-            let value = Value::from(format!("ghost value {i}"));
-            format::encode_put(&format!("ghost{i}"), &value, &Default::default(), &mut body)
-                .unwrap();
-            let frame = format::frame(2, &body);
-            bytes[pos..pos + FRAME_SIZE].copy_from_slice(&frame);
-            bytes[pos + FRAME_SIZE..pos + FRAME_SIZE + body.len()].copy_from_slice(&body);
-            pos += FRAME_SIZE + body.len();
-        }
-    }
+    // What a failed attempt at generation 2 leaves behind: a PENDING header and records.
+    let ghosts: Vec<(String, Value)> = (0..200)
+        .map(|i| (format!("ghost{i}"), Value::from(format!("ghost value {i}"))))
+        .collect();
+    leave_unfinished_attempt(&disk, inactive_slot(&disk), 2, &ghosts);
     {
         let store = open(&disk).unwrap();
         store.compact().unwrap();
