@@ -82,6 +82,13 @@ pub enum Error {
         /// The failure that poisoned the store.
         reason: String,
     },
+    /// The store was opened read-only ([`KVStore::open_read_only`](crate::KVStore::open_read_only)),
+    /// so it refuses writes, `clear` and `compact`.
+    #[error("the store at {} was opened read-only", path.display())]
+    ReadOnly {
+        /// The store's base path.
+        path: PathBuf,
+    },
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -28,6 +28,7 @@ pub struct Builder {
     pub(crate) max_size: usize,
     pub(crate) durability: Durability,
     pub(crate) callback: Option<fn(usize, usize, usize)>,
+    pub(crate) read_only: bool,
 }
 
 impl Builder {
@@ -39,6 +40,7 @@ impl Builder {
             max_size: 1024 * 1024 * 1024,
             durability: Durability::Process,
             callback: None,
+            read_only: false,
         }
     }
 
@@ -72,6 +74,18 @@ impl Builder {
     /// `(current_pos, buffer_size, hwm_pos)`, on whichever thread noticed.
     pub fn on_high_water_mark(mut self, callback: fn(usize, usize, usize)) -> Self {
         self.callback = Some(callback);
+        self
+    }
+
+    /// Opens the store without taking its lock and without ever writing, so it works while
+    /// another process (or another `KVStore` in this one) has it open for writing. The files
+    /// are read into memory and every record is validated; writes return
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) and
+    /// [`KVStore::refresh`](crate::KVStore::refresh) reads the files again to see newer
+    /// writes. A read-only open never creates files: a missing store is an
+    /// [`Error::Io`](crate::Error::Io) with `NotFound`. Sizes set on the builder are ignored.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
         self
     }
 

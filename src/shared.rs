@@ -78,6 +78,16 @@ impl Shared {
         }
     }
 
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.config.read_only {
+            Err(Error::ReadOnly {
+                path: self.config.base.clone(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
     pub(crate) fn poison_error(&self) -> Error {
         let reason = self
             .poison
@@ -131,6 +141,7 @@ impl Shared {
 
     /// Appends one record with `ops` and publishes the new map: the heart of every write.
     pub(crate) fn write(&self, ops: Vec<Op>, want_previous: bool) -> Result<Option<Value>> {
+        self.check_writable()?;
         self.check_poison()?;
         for op in &ops {
             if let Op::Put(key, _) | Op::Delete(key) = op {

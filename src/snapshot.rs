@@ -58,13 +58,13 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
-    /// Starts publication of `map`; returns the first published version.
-    pub(crate) fn new(map: Map) -> (Arc<Version>, Publisher) {
+    /// Starts publication of `map` as version `seq`; returns the first published version.
+    pub(crate) fn new(map: Map, seq: u64) -> (Arc<Version>, Publisher) {
         let published = Arc::new(Version {
             map: map.clone(),
-            seq: 0,
+            seq,
         });
-        let spare = Arc::new(Version { map, seq: 0 });
+        let spare = Arc::new(Version { map, seq });
         (
             published,
             Publisher {

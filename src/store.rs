@@ -15,6 +15,7 @@ use crate::bonjson::{DecodeOptions, Limits};
 use crate::compactor::{self, Command};
 use crate::events::Event;
 use crate::journal::Journal;
+use crate::journal::copied::CopiedBackend;
 use crate::journal::format::Op;
 use crate::journal::mmap::FileBackend;
 use crate::journal::recovery::{self, Tail};
@@ -75,10 +76,76 @@ impl KVStore {
         Builder::new(base_path.as_ref())
     }
 
+    /// Opens the store at `base_path` read-only: no lock, no writes, works while another
+    /// process writes it. See [`Builder::read_only`].
+    ///
+    /// ```
+    /// # fn main() -> resilient_kv::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use resilient_kv::{Error, KVStore, Value};
+    /// let base = dir.path().join("app");
+    /// let writer = KVStore::new(&base, 64 * 1024, None, None)?;
+    /// writer.insert("a".into(), Value::Integer(1))?;
+    ///
+    /// let reader = KVStore::open_read_only(&base)?; // the writer still holds the lock
+    /// assert_eq!(reader.get("a")?, Some(Value::Integer(1)));
+    /// assert!(matches!(reader.insert("b".into(), Value::Null), Err(Error::ReadOnly { .. })));
+    ///
+    /// writer.insert("a".into(), Value::Integer(2))?;
+    /// assert!(reader.refresh()?); // saw a newer write
+    /// assert_eq!(reader.get("a")?, Some(Value::Integer(2)));
+    /// # Ok(()) }
+    /// ```
+    pub fn open_read_only(base_path: impl AsRef<Path>) -> Result<KVStore> {
+        Builder::new(base_path.as_ref()).read_only(true).open()
+    }
+
     pub(crate) fn open_with(config: Builder) -> Result<KVStore> {
         config.validate()?;
+        if config.read_only {
+            let backend = CopiedBackend::load(&config.base)?;
+            return Self::open_on(config, &backend);
+        }
         let backend = FileBackend::new(&config.base, config.max_size);
         Self::open_on(config, &backend)
+    }
+
+    /// For a read-only store, reads the files again and publishes what they hold now; returns
+    /// whether anything changed. Snapshots taken before keep their view. A writable store
+    /// always sees its own writes, so this returns `Ok(false)` for it.
+    pub fn refresh(&self) -> Result<bool> {
+        if !self.shared.config.read_only {
+            return Ok(false);
+        }
+        let backend = CopiedBackend::load(&self.shared.config.base)?;
+        let opened = recovery::open(&backend, 0, &DecodeOptions::default())?;
+        let mut w = self.shared.writer.lock();
+        if opened.active.generation() == w.active.generation()
+            && opened.active.end() == w.active.end()
+        {
+            return Ok(false);
+        }
+        let events = loss_events(&opened.active, &opened.tail, &opened.notes);
+        let map: Map = opened
+            .entries
+            .into_iter()
+            .map(|(k, v)| (Arc::from(k), Arc::new(v)))
+            .collect();
+        w.seq += 1;
+        let (published, publisher) = Publisher::new(map, w.seq);
+        w.publisher = publisher;
+        w.active = Arc::new(opened.active);
+        *self.shared.inactive.lock() = Some(Arc::new(opened.inactive));
+        self.shared.published.store(published);
+        drop(w);
+        self.shared
+            .stats
+            .data_loss
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        for event in events {
+            self.shared.emit(event);
+        }
+        Ok(true)
     }
 
     pub(crate) fn open_on(config: Builder, backend: &dyn Backend) -> Result<KVStore> {
@@ -103,7 +170,7 @@ impl KVStore {
         let active = Arc::new(opened.active);
         let trigger = hwm_pos(&config, active.capacity());
         let (commands, receiver) = crossbeam_channel::unbounded();
-        let (published, publisher) = Publisher::new(map);
+        let (published, publisher) = Publisher::new(map, 0);
         let shared = Arc::new(Shared {
             published: ArcSwap::new(published),
             writer: Mutex::new(Writer {
@@ -131,6 +198,13 @@ impl KVStore {
             sync_lock: Mutex::new(()),
             stats,
         });
+        if shared.config.read_only {
+            // Nothing to compact: the store never writes.
+            return Ok(KVStore {
+                shared,
+                compactor: None,
+            });
+        }
         let compactor = compactor::spawn(Arc::clone(&shared), receiver)
             .map_err(crate::error::io_err("spawn compactor", &shared.config.base))?;
         let store = KVStore {
@@ -214,18 +288,24 @@ impl KVStore {
 
     /// Removes every key. A crash afterwards never brings them back.
     pub fn clear(&self) -> Result<()> {
+        self.shared.check_writable()?;
         self.shared.write(vec![Op::Clear], false)?;
         self.shared.request_compaction(None);
         Ok(())
     }
 
     /// Makes every write acknowledged so far survive power loss (msync, then fdatasync).
+    /// A read-only store has nothing to flush and returns `Ok`.
     pub fn sync(&self) -> Result<()> {
+        if self.shared.config.read_only {
+            return self.shared.check_poison();
+        }
         self.shared.sync_through(None)
     }
 
     /// Compacts now and waits for the switch to the new journal.
     pub fn compact(&self) -> Result<()> {
+        self.shared.check_writable()?;
         let (reply, done) = crossbeam_channel::bounded(1);
         self.shared.request_compaction(Some(reply));
         match done.recv() {
@@ -279,7 +359,7 @@ impl Drop for KVStore {
         if let Some(handle) = self.compactor.take() {
             let _ = handle.join();
         }
-        if !self.shared.poisoned.load(Ordering::Acquire) {
+        if !self.shared.poisoned.load(Ordering::Acquire) && !self.shared.config.read_only {
             let _ = self.shared.sync_through(None);
         }
     }

@@ -4,6 +4,7 @@
 //! compactor writes the next generation. See `docs/format.md` for the bytes and
 //! `docs/design.md` for the protocol.
 
+pub(crate) mod copied;
 pub(crate) mod format;
 pub(crate) mod mmap;
 pub(crate) mod recovery;

@@ -1,0 +1,153 @@
+//! Journals copied into memory, for read-only opens.
+//!
+//! A read-only store may look at files another process is writing through its own memory map.
+//! Mapping them here too would let bytes change under a Rust slice, so instead each file is
+//! read (`read(2)`) into a private buffer and the ordinary election and replay run on the
+//! copies. Nothing is ever written back: writes to a copy stay in memory (the store refuses
+//! user writes before they get this far; only the in-memory initialisation of a never-used
+//! pair of files writes here).
+//!
+//! The writer may swap journals while the copies are taken. The headers of both files are
+//! read again after the copy; if either changed, the copy is taken again, so the two copies
+//! always come from one stretch of time in which no compaction switched files. Within that
+//! stretch the elected file only grows by appends, which the replay's checksums cut cleanly.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+use super::format::HEADER_SIZE;
+use super::storage::{Backend, Slot, Storage};
+use crate::error::io_err;
+use crate::{Error, Result};
+
+/// How many times a copy is retaken when a compaction switched files during it.
+const ATTEMPTS: usize = 8;
+
+/// Both journal files of one store, copied at one moment.
+pub(crate) struct CopiedBackend {
+    base: PathBuf,
+    files: Mutex<[Option<Vec<u8>>; 2]>,
+}
+
+/// `<base>.<ext>` (the same naming as the file backend).
+pub(crate) fn journal_path(base: &Path, slot: Slot) -> PathBuf {
+    let mut name = base.as_os_str().to_owned();
+    name.push(".");
+    name.push(slot.extension());
+    PathBuf::from(name)
+}
+
+fn header(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(io_err("open", path))?;
+    let mut bytes = Vec::with_capacity(HEADER_SIZE);
+    file.by_ref()
+        .take(HEADER_SIZE as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    Ok(bytes)
+}
+
+impl CopiedBackend {
+    /// Copies both files of the store at `base`. A missing file is an `Io` error with
+    /// `NotFound`: a read-only open never creates anything.
+    pub(crate) fn load(base: &Path) -> Result<Self> {
+        let (path_a, path_b) = (journal_path(base, Slot::A), journal_path(base, Slot::B));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let before = (header(&path_a)?, header(&path_b)?);
+            let a = std::fs::read(&path_a).map_err(io_err("read", &path_a))?;
+            let b = std::fs::read(&path_b).map_err(io_err("read", &path_b))?;
+            let after = (header(&path_a)?, header(&path_b)?);
+            let stable = before == after && a.starts_with(&before.0) && b.starts_with(&before.1);
+            if stable || attempt >= ATTEMPTS {
+                return Ok(CopiedBackend {
+                    base: base.to_path_buf(),
+                    files: Mutex::new([Some(a), Some(b)]),
+                });
+            }
+        }
+    }
+}
+
+impl Backend for CopiedBackend {
+    fn base(&self) -> &Path {
+        &self.base
+    }
+
+    fn open(&self, slot: Slot, _min_len: usize) -> Result<Box<dyn Storage>> {
+        let index = match slot {
+            Slot::A => 0,
+            Slot::B => 1,
+        };
+        let path = journal_path(&self.base, slot);
+        let bytes = self
+            .files
+            .lock()
+            .get_mut(index)
+            .and_then(Option::take)
+            .ok_or_else(|| Error::Config(format!("{} was opened twice", path.display())))?;
+        Ok(Box::new(CopiedStorage { path, bytes }))
+    }
+}
+
+/// One copied file.
+struct CopiedStorage {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+fn out_of_bounds() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "access beyond the end of the journal",
+    )
+}
+
+impl Storage for CopiedStorage {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn capacity(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn read(&self, offset: usize, out: &mut [u8]) -> io::Result<()> {
+        let end = offset.checked_add(out.len()).ok_or_else(out_of_bounds)?;
+        let src = self.bytes.get(offset..end).ok_or_else(out_of_bounds)?;
+        out.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write(&self, _offset: usize, _data: &[u8]) -> io::Result<()> {
+        // `&self` cannot change the copy, and nothing may reach the file: a read-only store
+        // refuses writes before they get here.
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the store was opened read-only",
+        ))
+    }
+
+    fn flush(&self, _offset: usize, _len: usize) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn grow(&mut self, _new_len: usize) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the store was opened read-only",
+        ))
+    }
+
+    fn with_view(&mut self, f: &mut dyn FnMut(&[u8])) {
+        f(&self.bytes);
+    }
+}

@@ -1,0 +1,150 @@
+//! Read-only opens: no lock, no writes, and `refresh` while a writer keeps going.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use resilient_kv::{Batch, Error, Event, KVStore, Value};
+
+fn files(base: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
+    let read = |ext: &str| std::fs::read(format!("{}.{ext}", base.display())).unwrap();
+    (read("jrna"), read("jrnb"))
+}
+
+#[test]
+fn read_only_open_works_while_a_writer_holds_the_lock_and_never_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("app");
+    let writer = KVStore::new(&base, 64 * 1024, None, None).unwrap();
+    writer.insert("a".into(), Value::Integer(1)).unwrap();
+    writer.insert("b".into(), Value::from("two")).unwrap();
+    writer.sync().unwrap();
+
+    let before = files(&base);
+    let reader = KVStore::open_read_only(&base).unwrap();
+    assert_eq!(reader.get("a").unwrap(), Some(Value::Integer(1)));
+    assert_eq!(reader.len(), 2);
+    for result in [
+        reader.insert("c".into(), Value::Integer(3)).map(drop),
+        reader.remove("a").map(drop),
+        reader.write_batch({
+            let mut batch = Batch::new();
+            batch.insert("d", Value::Integer(4));
+            batch
+        }),
+        reader.clear(),
+        reader.compact(),
+    ] {
+        assert!(matches!(result, Err(Error::ReadOnly { .. })), "{result:?}");
+    }
+    reader.sync().unwrap();
+    assert_eq!(reader.len(), 2, "a refused write changed the reader");
+    drop(reader);
+    assert!(
+        files(&base) == before,
+        "a read-only store wrote to its files"
+    );
+    // The writer is unaffected and still holds its lock.
+    assert!(matches!(
+        KVStore::new(&base, 64 * 1024, None, None),
+        Err(Error::Locked { .. })
+    ));
+}
+
+#[test]
+fn read_only_open_of_a_missing_store_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("missing");
+    match KVStore::open_read_only(&base) {
+        Err(Error::Io { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::NotFound),
+        other => panic!("expected NotFound, got {:?}", other.map(|s| s.len())),
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn refresh_sees_new_writes_across_compactions_and_keeps_old_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("app");
+    let writer = KVStore::builder(&base)
+        .buffer_size(16 * 1024)
+        .open()
+        .unwrap();
+    writer.insert("k".into(), Value::Integer(0)).unwrap();
+    let reader = KVStore::open_read_only(&base).unwrap();
+    let old = reader.snapshot();
+    assert!(!reader.refresh().unwrap(), "nothing changed yet");
+
+    for i in 1..=2_000 {
+        writer
+            .insert(format!("key{}", i % 50), Value::Integer(i))
+            .unwrap();
+    }
+    writer.compact().unwrap();
+    writer.insert("k".into(), Value::Integer(1)).unwrap();
+    assert!(writer.stats().compactions > 1);
+
+    assert!(reader.refresh().unwrap());
+    assert_eq!(reader.as_hashmap(), writer.as_hashmap());
+    assert_eq!(old.get("k"), Some(Value::Integer(0)), "a snapshot changed");
+    assert_eq!(old.len(), 1);
+    assert!(reader.snapshot().seq() > old.seq());
+}
+
+/// A writer storms through compactions while a reader refreshes in a loop: every refresh shows
+/// a state the writer really had (batches whole, the counter never going backwards) and never
+/// reports data loss.
+#[test]
+fn refresh_during_a_compaction_storm_sees_only_whole_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("app");
+    let writer = Arc::new(
+        KVStore::builder(&base)
+            .buffer_size(16 * 1024)
+            .open()
+            .unwrap(),
+    );
+    let mut first = Batch::new();
+    first
+        .insert("n", Value::Integer(0))
+        .insert("n_copy", Value::Integer(0));
+    writer.write_batch(first).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (writer, done) = (Arc::clone(&writer), Arc::clone(&done));
+        std::thread::spawn(move || {
+            for n in 1..=20_000_i64 {
+                let filler = "x".repeat((n % 97) as usize);
+                let mut batch = Batch::new();
+                batch
+                    .insert("n", Value::Integer(n))
+                    .insert(format!("f{}", n % 40), Value::from(filler))
+                    .insert("n_copy", Value::Integer(n));
+                writer.write_batch(batch).unwrap();
+            }
+            done.store(true, Ordering::Release);
+        })
+    };
+    let reader = KVStore::open_read_only(&base).unwrap();
+    let events = reader.subscribe();
+    let (mut last, mut refreshes) = (0_i64, 0_u64);
+    while !done.load(Ordering::Acquire) {
+        if reader.refresh().unwrap() {
+            refreshes += 1;
+        }
+        let snapshot = reader.snapshot();
+        let n = snapshot.get("n").and_then(|v| v.as_i64()).unwrap();
+        assert_eq!(snapshot.get("n_copy").and_then(|v| v.as_i64()), Some(n));
+        assert!(n >= last, "went backwards from {last} to {n}");
+        last = n;
+    }
+    handle.join().unwrap();
+    reader.refresh().unwrap();
+    assert_eq!(reader.get("n").unwrap(), Some(Value::Integer(20_000)));
+    let losses: Vec<Event> = events.try_iter().collect();
+    assert!(losses.is_empty(), "{losses:?}");
+    println!(
+        "{refreshes} refreshes changed the view; the writer compacted {} times",
+        writer.stats().compactions
+    );
+    assert!(writer.stats().compactions > 5);
+}
