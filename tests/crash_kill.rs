@@ -5,7 +5,14 @@
 //! checks that it equals the model after exactly the acknowledged writes, or that plus the one
 //! write in flight; never anything else (nothing lost, nothing resurrected, no half batch).
 //!
-//! `RKV_CRASH_KILLS` sets the number of kills (default 200); `RKV_CRASH_SEED` the first seed.
+//! `RKV_CRASH_KILLS` sets the number of kills (default 300, what CI runs; the issue asks for
+//! 10,000 on demand: `RKV_CRASH_KILLS=10000`); `RKV_CRASH_SEED` the first seed. Every failure
+//! names its seed and the command that reruns it alone.
+//!
+//! Runtime of the default 300 kills with `cargo test --release --test crash_kill` on this 2-core
+//! machine: 27 to 29 s, measured while other builds ran (load average 5 to 8), about 90 ms per
+//! kill: the child's start, a random wait of 0.5 to 60 ms after its first acknowledged write,
+//! the reopen and the check (about 1,100 acknowledged writes checked per kill).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -153,7 +160,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let kills: u64 = std::env::var("RKV_CRASH_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(300);
     let first_seed: u64 = std::env::var("RKV_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -175,16 +182,24 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             ])
             .env(CHILD_ENV, format!("{seed}:{}", base.display()))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let errors = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        });
         let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let reader = {
             let acked = Arc::clone(&acked);
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Some(n) = line.strip_prefix("ack ").and_then(|n| n.parse().ok()) {
+                    // The first may share a line with the test harness's "test ... ".
+                    let count = line.find("ack ").map(|at| &line[at + 4..]);
+                    if let Some(n) = count.and_then(|n| n.parse().ok()) {
                         acked.store(n, Ordering::Release);
                     }
                 }
@@ -196,9 +211,17 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             std::thread::sleep(Duration::from_millis(1));
         }
         std::thread::sleep(Duration::from_micros(500 + timing.below(60_000)));
+        // The child writes forever: if it is gone already, a write failed or it panicked.
+        let exited = child.try_wait().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
         reader.join().unwrap();
+        let errors = errors.join().unwrap();
+        assert!(
+            exited.is_none(),
+            "seed {seed}: the child stopped by itself ({exited:?}) before the kill: {errors}; \
+             rerun with RKV_CRASH_SEED={seed} RKV_CRASH_KILLS=1"
+        );
         let n = acked.load(Ordering::Acquire);
         assert!(n > 0, "seed {seed}: the child never acknowledged a write");
         total_acked += n;
@@ -211,7 +234,15 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let mut with_next = model.clone();
         apply_model(&mut with_next, &steps[n as usize]);
 
-        let store = open(&base);
+        let store = KVStore::builder(&base)
+            .buffer_size(16 * 1024)
+            .open()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "seed {seed}: reopening after the kill failed: {e:?}; rerun with \
+                     RKV_CRASH_SEED={seed} RKV_CRASH_KILLS=1"
+                )
+            });
         let found = store.as_hashmap();
         assert!(
             found == model || found == with_next,
