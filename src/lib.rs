@@ -41,6 +41,7 @@ mod snapshot;
 mod stats;
 mod store;
 mod value;
+pub mod verify;
 
 pub use batch::Batch;
 pub use error::{Error, Result};

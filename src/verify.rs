@@ -1,0 +1,596 @@
+//! [`verify`]: checks a store's two journal files without opening the store.
+//!
+//! The check reads both files with plain reads (no memory map, no lock, no write), so it works
+//! on a store that another process has open, and on files copied elsewhere for inspection. It
+//! runs the same election and replay as [`KVStore::open`](crate::Builder::open), on a copy of
+//! the bytes, and adds what opening does not say: each file's header, generation, record count
+//! and where its valid records end.
+//!
+//! A store that another process is writing may change while it is read; a report on a live
+//! store is a best effort (a record being appended shows up as a torn tail, which is not
+//! damage). `docs/format.md` describes the bytes and the election rules.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::bonjson::DecodeOptions;
+use crate::journal::format::{
+    self, FORMAT_VERSION, FRAME_SIZE, FrameRead, HEADER_SIZE, HEADER_USED, HeaderRead,
+    STATE_COMMITTED, STATE_PENDING,
+};
+use crate::journal::recovery::{self, Tail};
+use crate::journal::storage::{Backend, Slot, Storage};
+use crate::options::MIN_BUFFER_SIZE;
+use crate::{Error, Result};
+
+/// The overall verdict of [`verify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// Nothing is damaged: opening the store loses nothing. (A torn last record, a write cut
+    /// short before it was acknowledged, is not damage.)
+    Clean,
+    /// The store opens, but damage was found: opening would report an
+    /// [`Event::DataLoss`](crate::Event::DataLoss), or the inactive file holds damaged records.
+    Damaged,
+    /// The store does not open: no journal is valid, or a file has a newer format version.
+    Unusable,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Clean => "clean",
+            Status::Damaged => "damaged",
+            Status::Unusable => "unusable",
+        })
+    }
+}
+
+/// What a journal file's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeaderState {
+    /// The file does not exist (opening the store would create it empty).
+    Missing,
+    /// All zero: a file that was never written.
+    Empty,
+    /// Not a valid header: wrong magic or a failed checksum.
+    Damaged,
+    /// A compaction was writing this file and did not finish: it is never elected.
+    Pending,
+    /// A complete journal of its generation.
+    Committed,
+    /// A valid header with an unknown state value.
+    UnknownState(u32),
+    /// Written by a newer format version than this library reads.
+    UnsupportedVersion(u32),
+}
+
+impl fmt::Display for HeaderState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderState::Missing => f.write_str("missing"),
+            HeaderState::Empty => f.write_str("empty"),
+            HeaderState::Damaged => f.write_str("damaged"),
+            HeaderState::Pending => f.write_str("pending"),
+            HeaderState::Committed => f.write_str("committed"),
+            HeaderState::UnknownState(s) => write!(f, "unknown state 0x{s:08x}"),
+            HeaderState::UnsupportedVersion(v) => write!(f, "unsupported format version {v}"),
+        }
+    }
+}
+
+/// Damage found in one journal file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Damage {
+    /// Byte offset in the file where the damage starts (0 for the header).
+    pub offset: u64,
+    /// Bytes of valid-looking records beyond the damage that replay cannot reach (0 for a
+    /// header recovered from its records).
+    pub lost_bytes: u64,
+    /// A sentence saying what was found.
+    pub description: String,
+}
+
+/// What [`verify`] found in one journal file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JournalReport {
+    /// The file (`<base>.jrna` or `<base>.jrnb`).
+    pub path: PathBuf,
+    /// Its size in bytes, `None` if it does not exist.
+    pub size: Option<u64>,
+    /// What its header says.
+    pub header: HeaderState,
+    /// The generation its records were checked against: the header's, or for a file whose
+    /// header is damaged, the one its records name. `None` if neither is known.
+    pub generation: Option<u64>,
+    /// Valid records of that generation, in order from the first (the commit marker counts).
+    pub records: u64,
+    /// Byte offset where those records end: the length of the file that replay uses
+    /// (`HEADER_SIZE`, 4096, if there are none; 0 if the generation is unknown).
+    pub valid_len: u64,
+    /// Offset of a torn last record: a write cut short by a crash before it was acknowledged,
+    /// which opening discards. Not damage.
+    pub torn_at: Option<u64>,
+    /// Damage found in this file (empty if none).
+    pub damage: Vec<Damage>,
+    /// Whether opening the store would elect this file as its journal.
+    pub elected: bool,
+}
+
+/// What [`verify`] found: both files, which one the store would elect, and a verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// The store's base path.
+    pub base: PathBuf,
+    /// The two journal files, `.jrna` first.
+    pub files: [JournalReport; 2],
+    /// The live keys the elected journal holds, if the store opens.
+    pub live_keys: Option<u64>,
+    /// The verdict.
+    pub status: Status,
+    /// Why the store is [`Status::Unusable`], as a sentence.
+    pub problem: Option<String>,
+}
+
+impl VerifyReport {
+    /// The file the store would elect as its journal, if any (none for an unusable store or
+    /// one whose files were never written).
+    pub fn elected(&self) -> Option<&JournalReport> {
+        self.files.iter().find(|f| f.elected)
+    }
+
+    /// Whether the verdict is [`Status::Clean`].
+    pub fn is_clean(&self) -> bool {
+        self.status == Status::Clean
+    }
+}
+
+/// Checks the journal files of the store at `base` (`<base>.jrna` and `<base>.jrnb`) without
+/// opening it: no lock is taken and nothing is written, so this works while another process
+/// has the store open.
+///
+/// Fails only if the files cannot be read: with an [`Error::Io`] whose source is
+/// [`io::ErrorKind::NotFound`] if neither file exists. Damage, and files that no store could
+/// open, are reported in the [`VerifyReport`].
+///
+/// ```
+/// # fn main() -> resilient_kv::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use resilient_kv::{KVStore, Value, verify};
+///
+/// let base = dir.path().join("app");
+/// let store = KVStore::new(&base, 64 * 1024, None, None)?;
+/// store.insert("theme".to_string(), Value::from("dark"))?;
+/// let report = verify::verify(&base)?; // works while `store` is open
+/// assert!(report.is_clean());
+/// assert_eq!(report.live_keys, Some(1));
+/// let elected = report.elected().unwrap();
+/// assert_eq!(elected.records, 2); // the commit marker and the insert
+/// # Ok(()) }
+/// ```
+pub fn verify(base: impl AsRef<Path>) -> Result<VerifyReport> {
+    let base = base.as_ref().to_path_buf();
+    let paths = [Slot::A, Slot::B].map(|slot| journal_path(&base, slot));
+    let (a, b) = read_both(&paths)?;
+    if a.is_none() && b.is_none() {
+        return Err(Error::Io {
+            op: "read",
+            path: base,
+            source: io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "no store: neither {} nor {} exists",
+                    paths[0].display(),
+                    paths[1].display()
+                ),
+            ),
+        });
+    }
+    let [path_a, path_b] = paths;
+    let files = [(path_a, a), (path_b, b)].map(|(path, bytes)| File::new(path, bytes));
+    Ok(check(base, files))
+}
+
+/// A file's bytes, `None` if it does not exist.
+type Contents = Option<Vec<u8>>;
+
+/// How many times both files are read again when a compaction switched them meanwhile.
+const ATTEMPTS: usize = 8;
+
+/// Reads both files (`None` for a missing one). A writer may compact while they are read: if
+/// either header changed by the time both are read, they are read again, so the two copies
+/// come from one stretch of time without a switch (within it, the elected file only grows by
+/// appends, which the checksums cut cleanly).
+fn read_both(paths: &[PathBuf; 2]) -> Result<(Contents, Contents)> {
+    let read = |path: &PathBuf| match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::error::io_err("read", path)(e)),
+    };
+    let header = |bytes: &Option<Vec<u8>>| {
+        bytes
+            .as_ref()
+            .map(|b| b.get(..HEADER_USED).unwrap_or(b).to_vec())
+    };
+    let [path_a, path_b] = paths;
+    let mut attempt = 0;
+    loop {
+        let (a, b) = (read(path_a)?, read(path_b)?);
+        attempt += 1;
+        let again = (read_header(path_a)?, read_header(path_b)?);
+        if attempt >= ATTEMPTS || (header(&a), header(&b)) == again {
+            return Ok((a, b));
+        }
+    }
+}
+
+/// The first `HEADER_USED` bytes of a file (fewer if it is shorter), `None` if it is missing.
+fn read_header(path: &Path) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            let mut out = Vec::with_capacity(HEADER_USED);
+            file.take(HEADER_USED as u64)
+                .read_to_end(&mut out)
+                .map_err(crate::error::io_err("read", path))?;
+            Ok(Some(out))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::error::io_err("read", path)(e)),
+    }
+}
+
+/// `<base>.<ext>`, as the store names its files.
+fn journal_path(base: &Path, slot: Slot) -> PathBuf {
+    let mut name = base.as_os_str().to_owned();
+    name.push(".");
+    name.push(slot.extension());
+    PathBuf::from(name)
+}
+
+/// One file as read, padded with zeros as opening the store would extend it.
+struct File {
+    path: PathBuf,
+    size: Option<u64>,
+    bytes: Arc<Vec<u8>>,
+}
+
+impl File {
+    fn new(path: PathBuf, bytes: Option<Vec<u8>>) -> Self {
+        let size = bytes.as_ref().map(|b| b.len() as u64);
+        let mut bytes = bytes.unwrap_or_default();
+        if bytes.len() < MIN_BUFFER_SIZE {
+            bytes.resize(MIN_BUFFER_SIZE, 0);
+        }
+        File {
+            path,
+            size,
+            bytes: Arc::new(bytes),
+        }
+    }
+
+    fn header(&self) -> HeaderState {
+        if self.size.is_none() {
+            return HeaderState::Missing;
+        }
+        match format::decode_header(&self.bytes) {
+            HeaderRead::Empty => HeaderState::Empty,
+            HeaderRead::Invalid => HeaderState::Damaged,
+            HeaderRead::Valid(h) if h.version > FORMAT_VERSION => {
+                HeaderState::UnsupportedVersion(h.version)
+            }
+            HeaderRead::Valid(h) if h.state == STATE_COMMITTED => HeaderState::Committed,
+            HeaderRead::Valid(h) if h.state == STATE_PENDING => HeaderState::Pending,
+            HeaderRead::Valid(h) => HeaderState::UnknownState(h.state),
+        }
+    }
+
+    fn header_generation(&self) -> Option<u64> {
+        match format::decode_header(&self.bytes) {
+            HeaderRead::Valid(h) => Some(h.generation),
+            _ => None,
+        }
+    }
+
+    /// The generation named by the first record's frame (its low 32 bits, with the high bits
+    /// of `near`), for a file whose header is damaged.
+    fn record_generation(&self, near: u64) -> Option<u64> {
+        let low = self.bytes.get(HEADER_SIZE + 4..HEADER_SIZE + 8)?;
+        let low = u64::from(u32::from_le_bytes(low.try_into().ok()?));
+        let generation = (near & !0xffff_ffff) | low;
+        match format::read_frame(self.bytes.get(HEADER_SIZE..)?, generation) {
+            FrameRead::Record { .. } => Some(generation),
+            _ => None,
+        }
+    }
+}
+
+/// Where a file's records of one generation end, and why.
+struct Scan {
+    records: u64,
+    end: usize,
+    stop: FrameRead,
+}
+
+/// Walks the records of `generation` from the first record position, stopping at `limit`
+/// (the end of what replay applied, when known) or at the first invalid one.
+fn scan(bytes: &[u8], generation: u64, limit: usize) -> Scan {
+    let mut pos = HEADER_SIZE;
+    let mut records = 0;
+    let stop = loop {
+        if pos >= limit.min(bytes.len()) {
+            break FrameRead::Zero;
+        }
+        match format::read_frame(bytes.get(pos..).unwrap_or_default(), generation) {
+            FrameRead::Record { len } => {
+                records += 1;
+                pos += FRAME_SIZE + len;
+            }
+            other => break other,
+        }
+    };
+    Scan {
+        records,
+        end: pos,
+        stop,
+    }
+}
+
+/// The end of the last valid record of `generation` starting after `from`, if any: proof
+/// that what stopped the records at `from` was damage, not the end of the data.
+fn valid_beyond(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
+    let needle = (generation as u32).to_le_bytes();
+    let mut last = None;
+    let mut search = from + 1 + 4;
+    while let Some(found) = bytes
+        .get(search..)
+        .and_then(|rest| memchr::memmem::find(rest, &needle))
+    {
+        let frame_at = search + found - 4;
+        if let Some(FrameRead::Record { len }) = bytes
+            .get(frame_at..)
+            .map(|rest| format::read_frame(rest, generation))
+        {
+            last = Some(frame_at + FRAME_SIZE + len);
+        }
+        search += found + 1;
+    }
+    last
+}
+
+fn describe_stop(bytes: &[u8], offset: usize, generation: u64) -> &'static str {
+    match bytes
+        .get(offset..)
+        .map(|rest| format::read_frame(rest, generation))
+    {
+        Some(FrameRead::Torn) => "its checksum fails or its body is cut short",
+        Some(FrameRead::Foreign) => "it is not a record of this generation",
+        Some(FrameRead::Zero) => "its frame is zero",
+        // The frame verifies, so the body is malformed.
+        Some(FrameRead::Record { .. }) | None => "its body is malformed",
+    }
+}
+
+/// What opening elected: the file's index, its generation, where replay ended, how, and the
+/// notes about a header recovered from its records.
+struct Election {
+    index: usize,
+    generation: u64,
+    end: usize,
+    tail: Tail,
+    notes: Vec<String>,
+}
+
+fn check(base: PathBuf, files: [File; 2]) -> VerifyReport {
+    // What opening would do, run on the copies.
+    let backend = Copies {
+        base: base.clone(),
+        files: [Arc::clone(&files[0].bytes), Arc::clone(&files[1].bytes)],
+    };
+    let all_zero = files.iter().all(|f| f.bytes.iter().all(|&b| b == 0));
+    let (election, live_keys, problem) = if all_zero {
+        // Opening would initialize a new store here.
+        (None, Some(0), None)
+    } else {
+        match recovery::open(&backend, 0, &DecodeOptions::default()) {
+            Ok(opened) => {
+                let index = usize::from(opened.active.storage().path() != files[0].path);
+                let election = Election {
+                    index,
+                    generation: opened.active.generation(),
+                    end: opened.active.end(),
+                    tail: opened.tail.clone(),
+                    notes: opened.notes.clone(),
+                };
+                (Some(election), Some(opened.entries.len() as u64), None)
+            }
+            Err(e) => (None, None, Some(e.to_string())),
+        }
+    };
+    let near = election
+        .as_ref()
+        .map(|e| e.generation)
+        .or_else(|| files.iter().filter_map(File::header_generation).max())
+        .unwrap_or(0);
+    let [a, b] = &files;
+    let files = [
+        report(a, election.as_ref().filter(|e| e.index == 0), near),
+        report(b, election.as_ref().filter(|e| e.index == 1), near),
+    ];
+    let status = if problem.is_some() {
+        Status::Unusable
+    } else if files.iter().any(|r| !r.damage.is_empty()) {
+        Status::Damaged
+    } else {
+        Status::Clean
+    };
+    VerifyReport {
+        base,
+        files,
+        live_keys,
+        status,
+        problem,
+    }
+}
+
+/// The report on one file: from the election's replay if it was elected, else from a scan of
+/// its own records.
+fn report(file: &File, election: Option<&Election>, near: u64) -> JournalReport {
+    let header = file.header();
+    let mut report = JournalReport {
+        path: file.path.clone(),
+        size: file.size,
+        header,
+        generation: None,
+        records: 0,
+        valid_len: 0,
+        torn_at: None,
+        damage: Vec::new(),
+        elected: election.is_some(),
+    };
+    if let Some(e) = election {
+        let generation = e.generation;
+        report.generation = Some(generation);
+        report.records = scan(&file.bytes, generation, e.end).records;
+        report.valid_len = e.end as u64;
+        for note in &e.notes {
+            report.damage.push(Damage {
+                offset: 0,
+                lost_bytes: 0,
+                description: note.clone(),
+            });
+        }
+        match e.tail {
+            Tail::Clean => {}
+            Tail::Torn { offset } => report.torn_at = Some(offset as u64),
+            Tail::Damaged {
+                offset,
+                valid_until,
+            } => {
+                let lost = valid_until.saturating_sub(offset);
+                report.damage.push(Damage {
+                    offset: offset as u64,
+                    lost_bytes: lost as u64,
+                    description: format!(
+                        "damaged record at byte {offset} ({}); {lost} bytes of later records of \
+                         generation {generation} are not replayed",
+                        describe_stop(&file.bytes, offset, generation),
+                    ),
+                });
+            }
+        }
+        return report;
+    }
+    if matches!(header, HeaderState::UnsupportedVersion(_)) {
+        report.generation = file.header_generation();
+        return report;
+    }
+    let Some(generation) = file
+        .header_generation()
+        .or_else(|| file.record_generation(near))
+    else {
+        return report;
+    };
+    report.generation = Some(generation);
+    let scanned = scan(&file.bytes, generation, file.bytes.len());
+    report.records = scanned.records;
+    report.valid_len = scanned.end as u64;
+    if let Some(until) = valid_beyond(&file.bytes, scanned.end, generation) {
+        let lost = until.saturating_sub(scanned.end);
+        report.damage.push(Damage {
+            offset: scanned.end as u64,
+            lost_bytes: lost as u64,
+            description: format!(
+                "damaged record at byte {} ({}); {lost} bytes of later records of generation \
+                 {generation} follow it",
+                scanned.end,
+                describe_stop(&file.bytes, scanned.end, generation),
+            ),
+        });
+    } else if scanned.stop == FrameRead::Torn {
+        report.torn_at = Some(scanned.end as u64);
+    }
+    report
+}
+
+/// Read-only copies of both files, for the election and replay code.
+struct Copies {
+    base: PathBuf,
+    files: [Arc<Vec<u8>>; 2],
+}
+
+impl Backend for Copies {
+    fn base(&self) -> &Path {
+        &self.base
+    }
+
+    fn open(&self, slot: Slot, _min_len: usize) -> Result<Box<dyn Storage>> {
+        let bytes = match slot {
+            Slot::A => &self.files[0],
+            Slot::B => &self.files[1],
+        };
+        Ok(Box::new(ReadOnlyFile {
+            path: journal_path(&self.base, slot),
+            bytes: Arc::clone(bytes),
+        }))
+    }
+}
+
+/// One file's bytes; every attempt to change them fails.
+struct ReadOnlyFile {
+    path: PathBuf,
+    bytes: Arc<Vec<u8>>,
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ReadOnlyFilesystem,
+        "verify never writes a journal",
+    )
+}
+
+impl Storage for ReadOnlyFile {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn capacity(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn read(&self, offset: usize, out: &mut [u8]) -> io::Result<()> {
+        let src = offset
+            .checked_add(out.len())
+            .and_then(|end| self.bytes.get(offset..end))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        out.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write(&self, _: usize, _: &[u8]) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn flush(&self, _: usize, _: usize) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn grow(&mut self, _: usize) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn with_view(&mut self, f: &mut dyn FnMut(&[u8])) {
+        f(&self.bytes);
+    }
+}
