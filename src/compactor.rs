@@ -16,12 +16,8 @@
 
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use crossbeam_channel::{Receiver, Sender};
+use std::time::Instant;
 
 use crate::events::Event;
 use crate::journal::Journal;
@@ -29,6 +25,8 @@ use crate::journal::format::{self, HEADER_SIZE};
 use crate::journal::recovery::append_commit_marker;
 use crate::shared::Shared;
 use crate::snapshot::Map;
+use crate::sync::channel::{Receiver, Sender};
+use crate::sync::{Arc, JoinHandle};
 use crate::{Error, Result};
 
 /// Messages to the compactor thread.
@@ -39,16 +37,15 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// Stop copying catch-up records outside the lock once fewer than this many bytes remain.
-const CATCH_UP_UNDER_LOCK: usize = 16 * 1024;
+/// Stop copying catch-up records outside the lock once fewer than this many bytes remain (one
+/// byte under loom, so that the models exercise the rounds outside the lock).
+const CATCH_UP_UNDER_LOCK: usize = if cfg!(loom) { 1 } else { 16 * 1024 };
 
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     commands: Receiver<Command>,
 ) -> io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("rkv-compactor".into())
-        .spawn(move || run(&shared, &commands))
+    crate::sync::spawn("rkv-compactor", move || run(&shared, &commands))
 }
 
 fn run(shared: &Shared, commands: &Receiver<Command>) {
@@ -177,7 +174,7 @@ fn compact_into(
         if let Some(journal) = Arc::get_mut(target) {
             break journal;
         }
-        std::thread::sleep(Duration::from_micros(100));
+        crate::sync::back_off();
     };
     let fail = |e: Error, t: &Arc<Journal>| (e, Arc::clone(t));
     match write_snapshot(shared, journal, generation, &snapshot.map, room_needed) {

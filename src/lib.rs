@@ -31,6 +31,9 @@ mod compactor;
 mod error;
 mod events;
 mod journal;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_support;
 mod options;
 #[cfg(test)]
 mod recovery_tests;
@@ -40,6 +43,7 @@ mod shared;
 mod snapshot;
 mod stats;
 mod store;
+mod sync;
 mod value;
 pub mod verify;
 

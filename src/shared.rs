@@ -1,12 +1,7 @@
 //! The state shared by a store handle and its compactor, and the write and flush paths.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-use arc_swap::ArcSwap;
-use crossbeam_channel::Sender;
-use parking_lot::{Condvar, Mutex};
 
 use crate::bonjson::Limits;
 use crate::compactor::Command;
@@ -16,6 +11,8 @@ use crate::journal::format::{self, HEADER_SIZE, Op};
 use crate::options::{Builder, Durability};
 use crate::snapshot::{Change, Publisher, Version};
 use crate::stats::Counters;
+use crate::sync::channel::Sender;
+use crate::sync::{Arc, ArcSwap, AtomicBool, Condvar, Mutex};
 use crate::{Error, Result, Value};
 
 /// State shared by the store handle and the compactor thread.
@@ -226,8 +223,8 @@ impl Shared {
 
         let mut changes = std::mem::take(&mut w.changes);
         changes.extend(ops.drain(..).map(|op| match op {
-            Op::Put(key, value) => Change::Put(Arc::from(key), Arc::new(value)),
-            Op::Delete(key) => Change::Delete(Arc::from(key)),
+            Op::Put(key, value) => Change::Put(key.into(), std::sync::Arc::new(value)),
+            Op::Delete(key) => Change::Delete(key.into()),
             Op::Clear => Change::Clear,
         }));
         w.seq += 1;

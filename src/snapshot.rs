@@ -11,10 +11,9 @@
 //! the measurements behind this choice.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use crate::sync::{Arc, ArcSwap};
 
 use crate::Value;
 
@@ -25,8 +24,8 @@ use crate::Value;
 /// hasher `hashbrown` ships by default; like it, it resists hash flooding through its random
 /// seed, without SipHash's cryptographic argument.
 pub(crate) type Map = imbl::GenericHashMap<
-    Arc<str>,
-    Arc<Value>,
+    std::sync::Arc<str>,
+    std::sync::Arc<Value>,
     foldhash::quality::RandomState,
     imbl::shared_ptr::DefaultSharedPtr,
 >;
@@ -41,8 +40,8 @@ pub(crate) struct Version {
 /// applying it twice copies nothing).
 #[derive(Clone)]
 pub(crate) enum Change {
-    Put(Arc<str>, Arc<Value>),
-    Delete(Arc<str>),
+    Put(std::sync::Arc<str>, std::sync::Arc<Value>),
+    Delete(std::sync::Arc<str>),
     Clear,
 }
 
@@ -90,7 +89,7 @@ impl Publisher {
             Some(spare) => spare,
             None => cell.load_full(),
         };
-        if Arc::get_mut(&mut spare).is_none() {
+        if Arc::get_mut(&mut spare).is_none() && !cfg!(loom) {
             let started = Instant::now();
             while Arc::get_mut(&mut spare).is_none() && started.elapsed() < SPARE_SPIN {
                 std::hint::spin_loop();
@@ -125,7 +124,7 @@ impl Publisher {
     }
 }
 
-fn apply(map: &mut Map, change: Change) -> Option<Arc<Value>> {
+fn apply(map: &mut Map, change: Change) -> Option<std::sync::Arc<Value>> {
     match change {
         Change::Put(key, value) => map.insert(key, value),
         Change::Delete(key) => map.remove(&*key),

@@ -2,13 +2,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-use arc_swap::ArcSwap;
-use crossbeam_channel::Receiver;
-use parking_lot::{Condvar, Mutex};
 
 use crate::batch::Batch;
 use crate::bonjson::{DecodeOptions, Limits};
@@ -24,6 +19,8 @@ use crate::options::Builder;
 use crate::shared::{Shared, Writer, hwm_pos};
 use crate::snapshot::{Map, Publisher, Snapshot};
 use crate::stats::{Counters, Stats};
+use crate::sync::channel::{self, Receiver};
+use crate::sync::{Arc, ArcSwap, AtomicBool, Condvar, JoinHandle, Mutex};
 use crate::{Result, Value};
 
 /// A crash-resilient, thread-safe key-value store. Share it as `Arc<KVStore>`.
@@ -47,7 +44,7 @@ use crate::{Result, Value};
 /// ```
 pub struct KVStore {
     pub(crate) shared: Arc<Shared>,
-    compactor: Option<std::thread::JoinHandle<()>>,
+    compactor: Option<JoinHandle<()>>,
 }
 
 impl KVStore {
@@ -129,7 +126,7 @@ impl KVStore {
         let map: Map = opened
             .entries
             .into_iter()
-            .map(|(k, v)| (Arc::from(k), Arc::new(v)))
+            .map(|(k, v)| (k.into(), std::sync::Arc::new(v)))
             .collect();
         w.seq += 1;
         let (published, publisher) = Publisher::new(map, w.seq);
@@ -156,7 +153,7 @@ impl KVStore {
         let map: Map = opened
             .entries
             .into_iter()
-            .map(|(k, v)| (Arc::from(k), Arc::new(v)))
+            .map(|(k, v)| (k.into(), std::sync::Arc::new(v)))
             .collect();
         let open_events = loss_events(&opened.active, &opened.tail, &opened.notes);
         let opened_highest = opened.highest_generation;
@@ -169,7 +166,7 @@ impl KVStore {
             .store(opened.inactive.capacity() as u64, Ordering::Relaxed);
         let active = Arc::new(opened.active);
         let trigger = hwm_pos(&config, active.capacity());
-        let (commands, receiver) = crossbeam_channel::unbounded();
+        let (commands, receiver) = channel::unbounded();
         let (published, publisher) = Publisher::new(map, 0);
         let shared = Arc::new(Shared {
             published: ArcSwap::new(published),
@@ -306,7 +303,7 @@ impl KVStore {
     /// Compacts now and waits for the switch to the new journal.
     pub fn compact(&self) -> Result<()> {
         self.shared.check_writable()?;
-        let (reply, done) = crossbeam_channel::bounded(1);
+        let (reply, done) = channel::bounded(1);
         self.shared.request_compaction(Some(reply));
         match done.recv() {
             Ok(result) => result,
@@ -317,7 +314,7 @@ impl KVStore {
     /// Notifications about compactions, growth and data loss found at open (those are
     /// delivered to every new subscriber first).
     pub fn subscribe(&self) -> Receiver<Event> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = channel::unbounded();
         for event in &self.shared.open_events {
             let _ = tx.send(event.clone());
         }

@@ -12,7 +12,9 @@ mod replay;
 pub(crate) mod storage;
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sync::{AtomicBool, AtomicUsize};
 
 use format::{FRAME_SIZE, HEADER_SIZE, Header, STATE_COMMITTED, STATE_PENDING};
 use storage::Storage;

@@ -1,0 +1,184 @@
+//! Model checks of the store's concurrency protocol, run on the real library code built with
+//! `--cfg loom` (its locks, atomics, `ArcSwap`, channels and threads become loom's; the journals
+//! live on `MemDisk`, an in-memory disk that also remembers what was flushed).
+//!
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release` in this directory
+//! (`.ci/run` does, with its own target directory). Each model prints how many interleavings
+//! loom explored.
+#![cfg(loom)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use loom::thread;
+use resilient_kv::loom_support::MemDisk;
+use resilient_kv::{Builder, Event, KVStore, Value};
+
+/// The smallest journals the store accepts.
+fn builder() -> Builder {
+    KVStore::builder("memdisk").buffer_size(16 * 1024)
+}
+
+/// Runs `f` under loom with the preemption bound from `LOOM_MAX_PREEMPTIONS` (default 2) and
+/// prints how many executions were explored.
+fn check(name: &str, f: impl Fn() + Send + Sync + 'static) {
+    let bound = std::env::var("LOOM_MAX_PREEMPTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(bound);
+    let started = std::time::Instant::now();
+    model.check(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f();
+    });
+    println!(
+        "loom model {name}: {} interleavings explored (preemption bound {bound}) in {:.1?}",
+        runs.load(std::sync::atomic::Ordering::Relaxed),
+        started.elapsed()
+    );
+}
+
+fn int(store: &KVStore, key: &str) -> Option<i64> {
+    store.get(key).unwrap().and_then(|v| v.as_i64())
+}
+
+fn contents(store: &KVStore) -> BTreeMap<String, Value> {
+    store.as_hashmap().into_iter().collect()
+}
+
+/// A reader running beside a writer sees every write in order, never goes backwards, and a
+/// snapshot it took never changes, while the writer recycles the spare version under it.
+#[test]
+fn publication_against_a_reader() {
+    check("publication_against_a_reader", || {
+        let disk = MemDisk::new();
+        let store = Arc::new(disk.open(builder()).unwrap());
+        store.insert("k".into(), Value::Integer(0)).unwrap();
+        let reader = {
+            let store = Arc::clone(&store);
+            thread::spawn(move || {
+                let snapshot = store.snapshot();
+                let first = int(&store, "k").unwrap();
+                let second = int(&store, "k").unwrap();
+                assert!(second >= first, "went back from {first} to {second}");
+                let held = snapshot.get("k").and_then(|v| v.as_i64()).unwrap();
+                assert!(held <= first);
+                thread::yield_now();
+                assert_eq!(snapshot.get("k").and_then(|v| v.as_i64()), Some(held));
+            })
+        };
+        store.insert("k".into(), Value::Integer(1)).unwrap();
+        store.insert("k".into(), Value::Integer(2)).unwrap();
+        reader.join().unwrap();
+        assert_eq!(int(&store, "k"), Some(2));
+    });
+}
+
+/// A compaction runs (with its catch-up rounds outside the lock) while another thread writes:
+/// afterwards the store and a reopen of its files hold every write.
+#[test]
+fn compaction_with_catch_up_against_a_writer() {
+    check("compaction_with_catch_up_against_a_writer", || {
+        let disk = MemDisk::new();
+        let store = Arc::new(disk.open(builder()).unwrap());
+        store.insert("a".into(), Value::Integer(0)).unwrap();
+        let writer = {
+            let store = Arc::clone(&store);
+            thread::spawn(move || {
+                store.insert("a".into(), Value::Integer(1)).unwrap();
+                store.insert("b".into(), Value::Integer(2)).unwrap();
+            })
+        };
+        store.compact().unwrap();
+        writer.join().unwrap();
+        let expected: BTreeMap<String, Value> = [
+            ("a".to_string(), Value::Integer(1)),
+            ("b".to_string(), Value::Integer(2)),
+        ]
+        .into();
+        assert_eq!(contents(&store), expected);
+        assert!(store.stats().compactions >= 1);
+        drop(store);
+        let reopened = disk.after_process_crash().open(builder()).unwrap();
+        assert_eq!(
+            contents(&reopened),
+            expected,
+            "a write was lost by the swap"
+        );
+    });
+}
+
+/// `sync()` racing a swap: once it returns, the write survives a power loss, whichever journal
+/// it ended up in.
+#[test]
+fn sync_racing_a_swap() {
+    check("sync_racing_a_swap", || {
+        let disk = Arc::new(MemDisk::new());
+        let store = Arc::new(disk.open(builder()).unwrap());
+        let syncer = {
+            let (store, disk) = (Arc::clone(&store), Arc::clone(&disk));
+            thread::spawn(move || {
+                store.insert("a".into(), Value::Integer(1)).unwrap();
+                store.sync().unwrap();
+                disk.after_power_loss()
+            })
+        };
+        store.compact().unwrap();
+        let image = syncer.join().unwrap();
+        drop(store);
+        let reopened = image.open(builder()).unwrap();
+        assert_eq!(int(&reopened, "a"), Some(1), "a synced write was lost");
+    });
+}
+
+/// Dropping the store while a compaction it triggered is running: the drop neither hangs nor
+/// loses anything.
+#[test]
+fn shutdown_during_compaction() {
+    check("shutdown_during_compaction", || {
+        let disk = MemDisk::new();
+        // A tiny mark: the first write triggers a background compaction.
+        let store = disk.open(builder().high_water_mark(0.01)).unwrap();
+        for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
+            store.insert(key.into(), Value::Integer(i as i64)).unwrap();
+        }
+        drop(store);
+        let reopened = disk.after_process_crash().open(builder()).unwrap();
+        assert_eq!(reopened.len(), 3);
+        assert_eq!(int(&reopened, "c"), Some(2));
+    });
+}
+
+/// Two threads ask for compactions at once: every switch of journals is announced exactly
+/// once, with a new generation each time.
+#[test]
+fn exactly_one_event_per_swap() {
+    check("exactly_one_event_per_swap", || {
+        let disk = MemDisk::new();
+        let store = Arc::new(disk.open(builder()).unwrap());
+        let events = store.subscribe();
+        store.insert("a".into(), Value::Integer(1)).unwrap();
+        let other = {
+            let store = Arc::clone(&store);
+            thread::spawn(move || store.compact().unwrap())
+        };
+        store.compact().unwrap();
+        other.join().unwrap();
+        let compactions = store.stats().compactions;
+        drop(store);
+        let finished: Vec<u64> = events
+            .try_iter()
+            .filter_map(|e| match e {
+                Event::CompactionFinished { generation, .. } => Some(generation),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(finished.len() as u64, compactions, "{finished:?}");
+        assert!(finished.windows(2).all(|w| w[0] < w[1]), "{finished:?}");
+        assert!((1..=2).contains(&compactions));
+    });
+}
