@@ -109,6 +109,21 @@ fn value(
     (v.is_finite() && v > 0.0).then_some(v)
 }
 
+/// A round axis number: 0.01, 0.1, 1, 10, 100, 1k, 10k, 100k, 1M, 10M.
+fn axis_number(v: f64) -> String {
+    let short = |x: f64| {
+        let s = format!("{x:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    if v >= 1e6 {
+        format!("{}M", short(v / 1e6))
+    } else if v >= 1e3 {
+        format!("{}k", short(v / 1e3))
+    } else {
+        short(v)
+    }
+}
+
 /// The decade at or below `v`, and at or above `w`.
 fn decades(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
@@ -123,16 +138,33 @@ fn decades(values: impl Iterator<Item = f64>) -> (f64, f64) {
     )
 }
 
-/// Draws bars for `groups` into `area`, on a log axis: group `g` spans `g..g + 1` on x.
+/// One panel of bars.
+struct Panel<'a> {
+    caption: &'a str,
+    y_desc: &'a str,
+    groups: &'a [&'a Group],
+    /// The figure drawn, from a workload's series.
+    f: &'a dyn Fn(&crate::report::Series) -> f64,
+    /// Labels of the y axis.
+    y_label: &'a dyn Fn(&f64) -> String,
+    /// How many of [`SERIES`] take part.
+    series_count: usize,
+}
+
+/// Draws `panel` into `area`, on a log axis: group `g` spans `g..g + 1` on x.
 fn bars(
     area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
     results: &Results,
-    caption: &str,
-    y_desc: &str,
-    groups: &[&Group],
-    f: &dyn Fn(&crate::report::Series) -> f64,
-    series_count: usize,
+    panel: &Panel,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Panel {
+        caption,
+        y_desc,
+        groups,
+        f,
+        y_label,
+        series_count,
+    } = *panel;
     let all = groups
         .iter()
         .flat_map(|g| (0..series_count).filter_map(|i| value(results, g, i, f)));
@@ -149,7 +181,7 @@ fn bars(
         .disable_x_mesh()
         .x_labels(0)
         .y_desc(y_desc)
-        .y_label_formatter(&|v| crate::report::fmt_ops(*v).replace(' ', ""))
+        .y_label_formatter(y_label)
         .draw()
         .map_err(|e| e.to_string())?;
     // Group labels under the axis, centred on each group (in the area's own pixels).
@@ -204,11 +236,14 @@ pub fn draw(
     bars(
         &top,
         results,
-        "Throughput per workload (log scale; higher is better)",
-        "ops/s",
-        &groups,
-        &|s| s.ops(),
-        SERIES.len(),
+        &Panel {
+            caption: "Throughput per workload (log scale; higher is better)",
+            y_desc: "operations per second",
+            groups: &groups,
+            f: &|s| s.ops(),
+            y_label: &|v| axis_number(*v),
+            series_count: SERIES.len(),
+        },
     )?;
     let reopen = [
         Group {
@@ -228,11 +263,14 @@ pub fn draw(
     bars(
         &bottom,
         results,
-        "W4 reopen, close to first get (log; lower is better)",
-        "reopens/s (1 / time)",
-        &reopen_groups,
-        &|s| 1e9 / s.median("ns"),
-        SERIES.len() - 1,
+        &Panel {
+            caption: "W4 reopen, close to first get (log scale; lower is better)",
+            y_desc: "milliseconds",
+            groups: &reopen_groups,
+            f: &|s| s.median("ns") / 1e6,
+            y_label: &|v| format!("{} ms", axis_number(*v)),
+            series_count: SERIES.len() - 1,
+        },
     )?;
     // Legend.
     let style = ("sans-serif", 16).into_text_style(&legend);

@@ -614,16 +614,29 @@ impl Mmkv {
     }
 }
 
+impl Mmkv {
+    /// mmkv has no flush API. fdatasync on the file writes back the pages its map dirtied.
+    /// The file is opened each time because mmkv replaces it by a rename when it trims.
+    fn sync_file(&self) -> Result<()> {
+        File::open(&self.file)?.sync_data()?;
+        Ok(())
+    }
+}
+
 impl Store for Mmkv {
     fn put(&self, key: &str, value: &str) -> Result<()> {
         self.kv.put(key, value.as_bytes()).map_err(err)?;
         if self.sync {
-            // mmkv has no flush API. fdatasync on the file writes back the pages its map
-            // dirtied. The file is opened each time because mmkv replaces it by a rename
-            // when it trims.
-            File::open(&self.file)?.sync_data()?;
+            self.sync_file()?;
         }
         Ok(())
+    }
+
+    fn preload(&self, pairs: &mut dyn Iterator<Item = (&str, &str)>) -> Result<()> {
+        for (k, v) in pairs {
+            self.kv.put(k, v.as_bytes()).map_err(err)?;
+        }
+        self.sync_file()
     }
 
     fn reader(&self) -> Result<Box<dyn Reader + '_>> {
@@ -730,8 +743,9 @@ impl MmapAppend {
     }
 }
 
-impl Store for MmapAppend {
-    fn put(&self, key: &str, value: &str) -> Result<()> {
+impl MmapAppend {
+    /// Appends one record and returns where it starts and its length.
+    fn append(&self, key: &str, value: &str) -> Result<(usize, usize)> {
         let len = 4 + key.len() + value.len();
         let at = self.end.fetch_add(len, Ordering::Relaxed);
         if at + len > MMAP_CAPACITY {
@@ -748,9 +762,25 @@ impl Store for MmapAppend {
         unsafe {
             std::ptr::copy_nonoverlapping(record.as_ptr(), self.map.as_mut_ptr().add(at), len);
         }
+        Ok((at, len))
+    }
+}
+
+impl Store for MmapAppend {
+    fn put(&self, key: &str, value: &str) -> Result<()> {
+        let (at, len) = self.append(key, value)?;
         if self.sync {
             self.map.flush_range(at, len)?;
         }
+        Ok(())
+    }
+
+    fn preload(&self, pairs: &mut dyn Iterator<Item = (&str, &str)>) -> Result<()> {
+        for (k, v) in pairs {
+            self.append(k, v)?;
+        }
+        let end = self.end.load(Ordering::Relaxed).min(MMAP_CAPACITY);
+        self.map.flush_range(0, end)?;
         Ok(())
     }
 

@@ -333,7 +333,8 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
          in mode (b)); W3 does {} random gets in all, on W1's store, with 1 and 2 threads; W4 \
          times close-to-first-get after W1 and after W2; W5 runs {} threads of {} random \
          overwrites each, mode (b). A timed loop stops after {} s in mode (a) and {} s in \
-         mode (b); figures from such runs are marked †. Chart: [peers.svg](peers.svg).\n",
+         mode (b), a W3 loop after {} s; figures from such runs are marked † (ops/s is then \
+         over the operations done). Chart: [peers.svg](peers.svg).\n",
         crate::workload::VALUE_LEN,
         c.w1_a,
         c.w1_b,
@@ -346,6 +347,7 @@ pub fn markdown(results: &Results, info: &RunInfo) -> String {
         c.w5_per_thread,
         c.cap_a.as_secs(),
         c.cap_b.as_secs(),
+        c.cap_read.as_secs(),
     );
 
     let cell_ops = |k: SessionKey, w: &str| -> String {
