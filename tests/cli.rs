@@ -411,6 +411,63 @@ fn verify_reports_damage_with_its_offset_and_exit_1() {
 }
 
 #[test]
+fn verify_checks_the_inactive_journal_and_a_recovered_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("app");
+    let b = s(&base);
+    {
+        let store = KVStore::new(&base, 64 * 1024, None, None).unwrap();
+        for i in 0..10 {
+            store.insert(format!("key{i}"), Value::Integer(i)).unwrap();
+        }
+        store.compact().unwrap(); // generation 2 in .jrnb; .jrna keeps generation 1
+        store.insert("after".into(), Value::Integer(1)).unwrap();
+    }
+    let report = resilient_kv::verify::verify(&base).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let [a, jb] = &report.files;
+    assert!(!a.elected && jb.elected, "{report:?}");
+    assert_eq!((a.generation, jb.generation), (Some(1), Some(2)));
+    // Generation 1: commit marker + 10 inserts. Generation 2: marker + 10 keys + 1 insert.
+    assert_eq!((a.records, jb.records), (11, 12));
+    assert_eq!(report.live_keys, Some(11));
+
+    // Damage a record in the retired journal: the data is intact, but verify says so.
+    let retired = journal(&base, "jrna");
+    let mut bytes = std::fs::read(&retired).unwrap();
+    let second = 4096 + 12 + 9;
+    bytes[second + 12 + 2] ^= 0x01;
+    std::fs::write(&retired, &bytes).unwrap();
+    let (code, out, _) = run(&["verify", b]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("DAMAGE at byte {second}")), "{out}");
+    assert!(out.contains("live keys: 11"), "{out}");
+    assert_eq!(ok(&["dump", b]).lines().count(), 11);
+    bytes[second + 12 + 2] ^= 0x01;
+    std::fs::write(&retired, &bytes).unwrap();
+    assert_eq!(run(&["verify", b]).0, 0);
+
+    // Zero the elected journal's header: its records prove generation 2, so it still wins
+    // (reported as damage at byte 0), and nothing is lost.
+    let elected = journal(&base, "jrnb");
+    let mut bytes = std::fs::read(&elected).unwrap();
+    bytes[..64].fill(0);
+    std::fs::write(&elected, &bytes).unwrap();
+    let (code, out, _) = run(&["verify", b]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("header empty, generation 2, 12 records"),
+        "{out}"
+    );
+    assert!(
+        out.contains("DAMAGE at byte 0") && out.contains("(elected)"),
+        "{out}"
+    );
+    assert_eq!(ok(&["get", b, "after"]), "1\n");
+    assert_eq!(ok(&["dump", b]).lines().count(), 11);
+}
+
+#[test]
 fn closing_stdout_early_is_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("app");
