@@ -4,7 +4,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command as StdCommand, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use assert_cmd::Command;
@@ -497,35 +498,51 @@ fn closing_stdout_early_is_not_an_error() {
 }
 
 /// The live writer: runs only when re-executed by `a_live_store_held_by_another_process`.
-/// Opens the store for writing, writes 50 keys, says "ready", then for each line "write N"
-/// on stdin writes N more keys (a few milliseconds apart) and says "wrote"; exits at EOF.
+/// Opens the store for writing, writes 50 keys and says "ready". On the line "go" on stdin it
+/// starts writing a key every few milliseconds; on "stop" it stops and says "wrote N" (the
+/// number of keys). Exits at EOF.
 #[test]
 fn live_writer_child() {
     let Ok(base) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let store = KVStore::builder(&base)
-        .buffer_size(16 * 1024)
-        .open()
-        .unwrap();
+    let store = Arc::new(
+        KVStore::builder(&base)
+            .buffer_size(16 * 1024)
+            .open()
+            .unwrap(),
+    );
     for i in 0..50 {
         store
             .insert(format!("live{i:05}"), Value::Integer(i))
             .unwrap();
     }
     println!("\nready");
-    let mut next = 50;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writing = None;
     for line in std::io::stdin().lock().lines() {
-        let line = line.unwrap();
-        let n: i64 = line.strip_prefix("write ").unwrap().parse().unwrap();
-        for _ in 0..n {
-            store
-                .insert(format!("live{next:05}"), Value::Integer(next))
-                .unwrap();
-            next += 1;
-            std::thread::sleep(Duration::from_millis(3));
+        match line.unwrap().as_str() {
+            "go" => {
+                let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+                writing = Some(std::thread::spawn(move || {
+                    let mut next = 50;
+                    while !stop.load(Ordering::Relaxed) {
+                        store
+                            .insert(format!("live{next:05}"), Value::Integer(next))
+                            .unwrap();
+                        next += 1;
+                        std::thread::sleep(Duration::from_millis(3));
+                    }
+                    next
+                }));
+            }
+            "stop" => {
+                stop.store(true, Ordering::Relaxed);
+                let keys = writing.take().unwrap().join().unwrap();
+                println!("\nwrote {keys}");
+            }
+            other => panic!("unknown command {other:?}"),
         }
-        println!("\nwrote");
     }
 }
 
@@ -561,21 +578,22 @@ impl LiveWriter {
         writer
     }
 
-    fn wait_for(&self, word: &str) {
+    /// Waits for a line starting with `word`; returns the rest of it.
+    fn wait_for(&self, word: &str) -> String {
         loop {
             let line = self
                 .lines
                 .recv_timeout(Duration::from_secs(60))
                 .unwrap_or_else(|e| panic!("the live writer never said {word:?}: {e}"));
-            if line.trim() == word {
-                return;
+            if let Some(rest) = line.trim().strip_prefix(word) {
+                return rest.trim().to_string();
             }
         }
     }
 
-    fn write(&mut self, n: usize) {
+    fn send(&mut self, command: &str) {
         let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "write {n}").unwrap();
+        writeln!(stdin, "{command}").unwrap();
         stdin.flush().unwrap();
     }
 }
@@ -618,7 +636,7 @@ fn a_live_store_held_by_another_process() {
     }
 
     // watch follows the writer: stats lines as the keys grow, through its compactions.
-    writer.write(400);
+    writer.send("go");
     let (code, out, err) = run(&[
         "watch",
         b,
@@ -639,9 +657,16 @@ fn a_live_store_held_by_another_process() {
     // Never fewer keys, and more by the end (a line may come from a compaction alone).
     assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{out}");
     assert!(keys[0] < keys[3], "{out}");
-    writer.wait_for("wrote");
-    assert_eq!(ok(&["dump", b]).lines().count(), 450);
-    assert_eq!(ok(&["get", b, "live00449"]), "449\n");
+    writer.send("stop");
+    let keys: usize = writer.wait_for("wrote").parse().unwrap();
+    assert!(keys > 50);
+    let dump = ok(&["dump", b]);
+    assert_eq!(dump.lines().count(), keys);
+    let last = keys - 1;
+    assert!(
+        dump.ends_with(&format!("{{\"live{last:05}\":{last}}}\n")),
+        "{dump}"
+    );
 
     drop(writer);
     // Once the writer is gone, writing works.
