@@ -13,7 +13,7 @@ use crate::journal::Journal;
 use crate::journal::copied::CopiedBackend;
 use crate::journal::format::Op;
 use crate::journal::mmap::FileBackend;
-use crate::journal::recovery::{self, Tail};
+use crate::journal::recovery::{self, Note, Tail};
 use crate::journal::storage::Backend;
 use crate::options::Builder;
 use crate::shared::{Shared, Writer, hwm_pos};
@@ -149,7 +149,17 @@ impl KVStore {
         config.validate()?;
         let limits = Limits::default();
         let decode = DecodeOptions::default();
-        let opened = recovery::open(backend, config.buffer_size, &decode)?;
+        // A read-only open takes the files as they are.
+        let min_len = if config.read_only {
+            0
+        } else {
+            config.buffer_size
+        };
+        let opened = recovery::open(backend, min_len, &decode)?;
+        // After any damage or cut-short write, the next writes must not land in a journal
+        // whose later bytes may still hold records of the same generation: the open compacts
+        // into a new generation first (below).
+        let rewrite = opened.tail != Tail::Clean || !opened.notes.is_empty();
         let map: Map = opened
             .entries
             .into_iter()
@@ -208,8 +218,19 @@ impl KVStore {
             shared,
             compactor: Some(compactor),
         };
-        // A journal left above its mark (e.g. by a crash before compaction) compacts now.
-        store.shared.maybe_request_compaction();
+        if rewrite {
+            if let Err(e) = store.compact() {
+                // Appending to the damaged generation could revive records beyond the damage,
+                // so refuse writes instead; reads work and nothing is lost.
+                store.shared.poison(format!(
+                    "the journal could not be rewritten after recovering from damage ({e}); \
+                     reopen to try again"
+                ));
+            }
+        } else {
+            // A journal left above its mark (e.g. by a crash before compaction) compacts now.
+            store.shared.maybe_request_compaction();
+        }
         Ok(store)
     }
 
@@ -362,15 +383,15 @@ impl Drop for KVStore {
     }
 }
 
-fn loss_events(active: &Journal, tail: &Tail, notes: &[String]) -> Vec<Event> {
+fn loss_events(active: &Journal, tail: &Tail, notes: &[Note]) -> Vec<Event> {
     let path = active.storage().path().to_path_buf();
     let mut events: Vec<Event> = notes
         .iter()
         .map(|note| Event::DataLoss {
-            path: path.clone(),
-            offset: 0,
-            lost_bytes: 0,
-            detail: note.clone(),
+            path: note.path.clone(),
+            offset: note.offset as u64,
+            lost_bytes: note.lost_bytes as u64,
+            detail: note.detail.clone(),
         })
         .collect();
     if let Tail::Damaged {

@@ -407,7 +407,7 @@ fn check(base: PathBuf, files: [File; 2]) -> VerifyReport {
                     generation: opened.active.generation(),
                     end: opened.active.end(),
                     tail: opened.tail.clone(),
-                    notes: opened.notes.clone(),
+                    notes: opened.notes.iter().map(ToString::to_string).collect(),
                 };
                 (Some(election), Some(opened.entries.len() as u64), None)
             }

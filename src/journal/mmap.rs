@@ -79,12 +79,10 @@ impl Backend for FileBackend {
         }
         let len = file.metadata().map_err(io_err("stat", &path))?.len();
         let len = usize::try_from(len).map_err(|_| Error::Config("journal too large".into()))?;
-        if len < min_len {
-            allocate(&file, min_len).map_err(io_err("fallocate", &path))?;
-            file.sync_all().map_err(io_err("fsync", &path))?;
-        }
-        let len = len.max(min_len);
-        let map = map(&file, len.max(self.reserve)).map_err(io_err("mmap", &path))?;
+        // No growth here, even below `min_len`: the open may still be refused (a future
+        // version, unreadable files), and a refused open must change nothing. Recovery grows
+        // the files through `Storage::grow` once it has elected a journal.
+        let map = map(&file, len.max(min_len).max(self.reserve)).map_err(io_err("mmap", &path))?;
         Ok(Box::new(MmapStorage {
             file,
             map,

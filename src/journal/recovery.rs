@@ -28,6 +28,36 @@ pub(crate) enum Tail {
     Damaged { offset: usize, valid_until: usize },
 }
 
+/// Something open found and worked around, located for the data-loss event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Note {
+    /// The file concerned.
+    pub(crate) path: PathBuf,
+    /// Where the damage starts (0 for a whole-file problem such as a header).
+    pub(crate) offset: usize,
+    /// Bytes of records beyond the damage that could not be used.
+    pub(crate) lost_bytes: usize,
+    /// A sentence saying what happened.
+    pub(crate) detail: String,
+}
+
+impl Note {
+    fn whole_file(path: &std::path::Path, detail: String) -> Self {
+        Note {
+            path: path.to_path_buf(),
+            offset: 0,
+            lost_bytes: 0,
+            detail,
+        }
+    }
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
 /// What opening found.
 pub(crate) struct Opened {
     pub(crate) active: Journal,
@@ -35,7 +65,7 @@ pub(crate) struct Opened {
     pub(crate) entries: Vec<(String, crate::Value)>,
     pub(crate) tail: Tail,
     /// Problems found and worked around, for the data-loss event.
-    pub(crate) notes: Vec<String>,
+    pub(crate) notes: Vec<Note>,
     /// The highest generation either file may hold records of (the next compaction must use
     /// a larger one).
     pub(crate) highest_generation: u64,
@@ -59,7 +89,12 @@ pub(crate) fn open(
         storage
             .read(0, &mut bytes)
             .map_err(crate::error::io_err("read", storage.path()))?;
-        let header = format::decode_header(&bytes);
+        // A file shorter than a header that holds nothing is new (created by this open).
+        let header = if bytes.len() < HEADER_SIZE && bytes.iter().all(|&b| b == 0) {
+            HeaderRead::Empty
+        } else {
+            format::decode_header(&bytes)
+        };
         if let HeaderRead::Valid(h) = header
             && h.version > format::FORMAT_VERSION
         {
@@ -78,7 +113,7 @@ pub(crate) fn open(
     let (Some(b), Some(a)) = (files.pop(), files.pop()) else {
         return Err(Error::Config("journal files missing".into()));
     };
-    elect(a, b, backend.base().to_path_buf(), decode)
+    elect(a, b, backend.base().to_path_buf(), decode, min_len)
 }
 
 impl Candidate {
@@ -102,18 +137,33 @@ fn committed_generation(c: &Candidate) -> Option<u64> {
     }
 }
 
-fn has_records_region(c: &Candidate) -> bool {
-    c.bytes
-        .get(HEADER_SIZE..HEADER_SIZE + FRAME_SIZE)
-        .is_some_and(|f| f.iter().any(|&b| b != 0))
+/// Whether anything was ever written past the header page. Files are preallocated with
+/// zeros, so a blank header over written records means the header was lost, not that the
+/// file is new; the whole file is read to tell (only files with a blank header pay this).
+fn has_records_region(c: &mut Candidate) -> Result<bool> {
+    c.load()?;
+    Ok(c.bytes
+        .get(HEADER_SIZE..)
+        .is_some_and(|f| f.iter().any(|&b| b != 0)))
 }
 
-fn header_damaged(c: &Candidate) -> bool {
+fn header_damaged(c: &mut Candidate) -> Result<bool> {
     match c.header {
-        HeaderRead::Invalid => true,
+        HeaderRead::Invalid => Ok(true),
         HeaderRead::Empty => has_records_region(c),
-        HeaderRead::Valid(_) => false,
+        HeaderRead::Valid(_) => Ok(false),
     }
+}
+
+/// Grows a file the store is about to use to the size asked for (only once the open is
+/// known to succeed: a refused open changes no file).
+fn grow_to(storage: &mut Box<dyn Storage>, min_len: usize) -> Result<()> {
+    if storage.capacity() < min_len {
+        storage
+            .grow(min_len)
+            .map_err(crate::error::io_err("fallocate", storage.path()))?;
+    }
+    Ok(())
 }
 
 fn elect(
@@ -121,6 +171,7 @@ fn elect(
     mut b: Candidate,
     base: PathBuf,
     decode: &DecodeOptions,
+    min_len: usize,
 ) -> Result<Opened> {
     let mut notes = Vec::new();
     let (winner, loser, generation) = match (committed_generation(&a), committed_generation(&b)) {
@@ -129,23 +180,28 @@ fn elect(
         (Some(ga), None) => (a, b, ga),
         (None, Some(gb)) => (b, a, gb),
         (None, None) => {
-            if header_damaged(&a) || header_damaged(&b) {
+            let damaged = [header_damaged(&mut a)?, header_damaged(&mut b)?];
+            if damaged.contains(&true) {
                 a.load()?;
                 b.load()?;
                 // Maybe one was the only journal and its header is damaged: trust it only if
-                // its records prove a committed generation.
+                // its records prove a committed generation; if both do, the newer one.
                 let proven = [proven_generation(&a, 1), proven_generation(&b, 1)];
                 let found = match proven {
+                    [Some(ga), Some(gb)] if gb > ga => Some((b, a, gb)),
                     [Some(g), _] => Some((a, b, g)),
                     [None, Some(g)] => Some((b, a, g)),
                     [None, None] => None,
                 };
                 if let Some((w, l, g)) = found {
-                    notes.push(format!(
-                        "{}: damaged header; generation {g} recovered from its records",
-                        w.storage.path().display()
+                    notes.push(Note::whole_file(
+                        w.storage.path(),
+                        format!(
+                            "{}: damaged header; generation {g} recovered from its records",
+                            w.storage.path().display()
+                        ),
                     ));
-                    return replay(w, l, g, notes, decode);
+                    return replay(w, l, g, notes, decode, min_len);
                 }
                 return Err(Error::Unreadable {
                     path: base,
@@ -159,24 +215,37 @@ fn elect(
                     reason: "only an unfinished compaction was found".into(),
                 });
             }
-            return fresh(a, b);
+            return fresh(a, b, min_len);
         }
     };
     // A newer journal whose header was damaged must not lose the election to stale data.
     let mut loser = loser;
-    if header_damaged(&loser) {
+    if header_damaged(&mut loser)? {
         loser.load()?;
+        if let Some(g) = proven_generation(&loser, generation + 1) {
+            notes.push(Note::whole_file(
+                loser.storage.path(),
+                format!(
+                    "{}: damaged header; generation {g} recovered from its records",
+                    loser.storage.path().display()
+                ),
+            ));
+            return replay(loser, winner, g, notes, decode, min_len);
+        }
+        if proven_generation(&loser, 1).is_none() {
+            // Records nobody can vouch for (header and first record both damaged): they may
+            // have been the newest data, so say so rather than drop them silently.
+            notes.push(Note::whole_file(
+                loser.storage.path(),
+                format!(
+                    "{}: damaged header over records that could not be attributed to a \
+                     generation; they were not replayed",
+                    loser.storage.path().display()
+                ),
+            ));
+        }
     }
-    if header_damaged(&loser)
-        && let Some(g) = proven_generation(&loser, generation + 1)
-    {
-        notes.push(format!(
-            "{}: damaged header; generation {g} recovered from its records",
-            loser.storage.path().display()
-        ));
-        return replay(loser, winner, g, notes, decode);
-    }
-    replay(winner, loser, generation, notes, decode)
+    replay(winner, loser, generation, notes, decode, min_len)
 }
 
 /// A generation at least `min` whose records, starting at the first record position, include
@@ -200,7 +269,9 @@ fn proven_generation(c: &Candidate, min: u64) -> Option<u64> {
     None
 }
 
-fn fresh(a: Candidate, b: Candidate) -> Result<Opened> {
+fn fresh(mut a: Candidate, mut b: Candidate, min_len: usize) -> Result<Opened> {
+    grow_to(&mut a.storage, min_len)?;
+    grow_to(&mut b.storage, min_len)?;
     let mut active = Journal::new(a.storage, 0, HEADER_SIZE);
     let path = active.storage().path().to_path_buf();
     let io = |e| crate::error::io_err("initialize", &path)(e);
@@ -231,14 +302,87 @@ pub(crate) fn append_commit_marker(journal: &Journal) -> std::io::Result<()> {
 
 fn replay(
     mut winner: Candidate,
-    loser: Candidate,
+    mut loser: Candidate,
     generation: u64,
-    notes: Vec<String>,
+    mut notes: Vec<Note>,
     decode: &DecodeOptions,
+    min_len: usize,
 ) -> Result<Opened> {
+    let (replayed, tail) = scan(&mut winner, generation, decode)?;
+    let highest_generation = generation.max(generation_hint(&loser, generation));
+    if !replayed.committed {
+        // The records stop before the commit marker: the snapshot itself is damaged. The older
+        // journal, if it is still intact, holds every write up to the switch.
+        if let Some(older) = committed_generation(&loser).filter(|&g| g < generation) {
+            let (old_replayed, old_tail) = scan(&mut loser, older, decode)?;
+            if old_replayed.committed {
+                notes.push(Note {
+                    path: winner.storage.path().to_path_buf(),
+                    offset: replayed.end,
+                    lost_bytes: lost_beyond(&tail, replayed.end),
+                    detail: format!(
+                        "{}: generation {generation} is damaged at byte {} before its commit \
+                         marker; generation {older} was recovered from {} instead, and writes \
+                         made after the switch to generation {generation} are lost",
+                        winner.storage.path().display(),
+                        replayed.end,
+                        loser.storage.path().display()
+                    ),
+                });
+                return build(
+                    loser,
+                    winner,
+                    older,
+                    old_replayed,
+                    old_tail,
+                    notes,
+                    highest_generation,
+                    min_len,
+                );
+            }
+        }
+        notes.push(Note {
+            path: winner.storage.path().to_path_buf(),
+            offset: replayed.end,
+            lost_bytes: lost_beyond(&tail, replayed.end),
+            detail: format!(
+                "{}: generation {generation} is damaged at byte {} before its commit marker \
+                 and no older journal survives; keys whose records lay beyond that point are \
+                 missing",
+                winner.storage.path().display(),
+                replayed.end
+            ),
+        });
+    }
+    build(
+        winner,
+        loser,
+        generation,
+        replayed,
+        tail,
+        notes,
+        highest_generation,
+        min_len,
+    )
+}
+
+/// Bytes of valid records beyond `offset` that a damaged tail left unreplayed.
+fn lost_beyond(tail: &Tail, offset: usize) -> usize {
+    match *tail {
+        Tail::Damaged { valid_until, .. } => valid_until.saturating_sub(offset),
+        _ => 0,
+    }
+}
+
+/// Replays `c` as `generation` and classifies how its records end.
+fn scan(
+    c: &mut Candidate,
+    generation: u64,
+    decode: &DecodeOptions,
+) -> Result<(super::replay::Replayed, Tail)> {
     // Replay straight from the file (no copy of the whole journal into memory).
     let mut outcome = None;
-    winner.storage.with_view(&mut |bytes| {
+    c.storage.with_view(&mut |bytes| {
         let replayed = super::replay::replay(bytes, generation, decode);
         let beyond = next_valid_record(bytes, replayed.end + 1, generation);
         outcome = Some((replayed, beyond));
@@ -246,8 +390,8 @@ fn replay(
     let Some((replayed, beyond)) = outcome else {
         return Err(Error::Config("the journal could not be viewed".into()));
     };
-    let (pos, stop) = (replayed.end, replayed.stop);
-    let tail = match (beyond, stop) {
+    let pos = replayed.end;
+    let tail = match (beyond, replayed.stop) {
         (Some(valid_until), _) => Tail::Damaged {
             offset: pos,
             valid_until,
@@ -255,8 +399,26 @@ fn replay(
         (None, FrameRead::Torn) => Tail::Torn { offset: pos },
         (None, _) => Tail::Clean,
     };
-    let highest_generation = generation.max(generation_hint(&loser, generation));
-    let active = Journal::new(winner.storage, generation, pos);
+    Ok((replayed, tail))
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per outcome of the election"
+)]
+fn build(
+    mut winner: Candidate,
+    mut loser: Candidate,
+    generation: u64,
+    replayed: super::replay::Replayed,
+    tail: Tail,
+    notes: Vec<Note>,
+    highest_generation: u64,
+    min_len: usize,
+) -> Result<Opened> {
+    grow_to(&mut winner.storage, min_len)?;
+    grow_to(&mut loser.storage, min_len)?;
+    let active = Journal::new(winner.storage, generation, replayed.end);
     let inactive = Journal::new(loser.storage, 0, HEADER_SIZE);
     Ok(Opened {
         active,
@@ -284,7 +446,30 @@ fn generation_hint(loser: &Candidate, elected: u64) -> u64 {
             if candidate > elected { candidate } else { 0 }
         })
         .unwrap_or(0);
-    from_header.max(from_record)
+    from_header
+        .max(from_record)
+        .max(unattributed_generation(loser, elected))
+}
+
+/// For a file whose header is gone but which holds records: the newest generation any of them
+/// belongs to, so that the next compaction takes a number above it (reusing it would let those
+/// records verify again). Compaction attempts are few, so the generations just above the
+/// elected one are searched; if none matches, a jump of 2^32 keeps the low 32 bits every frame
+/// stores but changes every checksum seed.
+fn unattributed_generation(loser: &Candidate, elected: u64) -> u64 {
+    const SEARCHED: u64 = 64;
+    let has_records = loser
+        .bytes
+        .get(HEADER_SIZE..)
+        .is_some_and(|r| r.iter().any(|&b| b != 0));
+    if matches!(loser.header, HeaderRead::Valid(_)) || !has_records {
+        return 0;
+    }
+    (1..=SEARCHED)
+        .map(|k| elected.saturating_add(k))
+        .filter(|&g| next_valid_record(&loser.bytes, HEADER_SIZE, g).is_some())
+        .max()
+        .unwrap_or(elected.saturating_add(1 << 32))
 }
 
 /// The end of the last record of `generation` that starts at or after `from`, if any: proof

@@ -22,6 +22,9 @@ pub(crate) struct Replayed {
     pub(crate) end: usize,
     /// Why the replay stopped (`Torn` also for a malformed record).
     pub(crate) stop: FrameRead,
+    /// Whether the generation's commit marker was among the records applied. Every committed
+    /// journal has one after its snapshot; without it, the snapshot itself is damaged.
+    pub(crate) committed: bool,
 }
 
 /// The last operation seen for a key that leaves it present.
@@ -103,6 +106,7 @@ fn attempt(
     let mut live: Table<'_> = HashMap::default();
     let mut decoded: Vec<Value> = Vec::new();
     let mut pos = HEADER_SIZE;
+    let mut committed = false;
     let stop = loop {
         if pos >= limit {
             break if limit < bytes.len() {
@@ -116,6 +120,7 @@ fn attempt(
             FrameRead::Record { len } => {
                 let body = rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default();
                 apply(body, pos, &mut live, &mut decoded, decode).ok_or(pos)?;
+                committed |= format::decode_commit(body) == Some(generation);
                 pos += FRAME_SIZE + len;
             }
             other => break other,
@@ -136,6 +141,7 @@ fn attempt(
         entries,
         end: pos,
         stop,
+        committed,
     })
 }
 
