@@ -33,8 +33,9 @@ use workload::{Record, Session};
 /// Errors of every store and of the harness, boxed.
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Longest a child may run before it is killed and reported as failed.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(240);
+/// Longest a child may run before it is killed and reported as failed (a healthy session
+/// takes under 30 s: its timed loops have time caps).
+const CHILD_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// One (peer, mode, busy) combination: a row of the tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -301,6 +302,34 @@ fn parent_main(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Where [`dump_stacks`] writes for a session directory.
+fn stacks_path(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map_or_else(|| "session".into(), |n| n.to_string_lossy().into_owned());
+    dir.with_file_name(format!("stacks-{name}.txt"))
+}
+
+/// Saves the stacks of every thread of a child that overran its time, with gdb when the
+/// machine has it, so that a hang can be told from a slow machine.
+fn dump_stacks(pid: u32, dir: &Path) {
+    let out = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    let text = match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("gdb not run: {e}"),
+    };
+    let _ = std::fs::write(stacks_path(dir), text);
+}
+
 /// Runs one session in a child process and collects its records.
 fn run_child(exe: &Path, data: &Path, key: SessionKey, quick: bool) -> Outcome {
     let dir = workload::session_dir(data, key.peer, key.mode(), key.busy);
@@ -334,6 +363,7 @@ fn run_child(exe: &Path, data: &Path, key: SessionKey, quick: bool) -> Outcome {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) if started.elapsed() > CHILD_TIMEOUT => {
+                dump_stacks(child.id(), &dir);
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
@@ -346,7 +376,11 @@ fn run_child(exe: &Path, data: &Path, key: SessionKey, quick: bool) -> Outcome {
     let err = err_thread.join().unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     match status {
-        None => Err(format!("killed after {} s", CHILD_TIMEOUT.as_secs())),
+        None => Err(format!(
+            "killed after {} s; thread stacks in {}",
+            CHILD_TIMEOUT.as_secs(),
+            stacks_path(&dir).display()
+        )),
         Some(s) if !s.success() => Err(format!(
             "{s}: {}",
             err.lines().last().unwrap_or("no message").trim()
