@@ -139,12 +139,21 @@ fn committed_generation(c: &Candidate) -> Option<u64> {
 
 /// Whether anything was ever written past the header page. Files are preallocated with
 /// zeros, so a blank header over written records means the header was lost, not that the
-/// file is new; the whole file is read to tell (only files with a blank header pay this).
+/// file is new; the whole file is scanned in place to tell (only files with a blank header
+/// pay this, at memory speed).
 fn has_records_region(c: &mut Candidate) -> Result<bool> {
-    c.load()?;
-    Ok(c.bytes
-        .get(HEADER_SIZE..)
-        .is_some_and(|f| f.iter().any(|&b| b != 0)))
+    let mut found = false;
+    c.storage.with_view(&mut |bytes| {
+        found = bytes.get(HEADER_SIZE..).is_some_and(any_non_zero);
+    });
+    Ok(found)
+}
+
+/// Whether `bytes` holds a non-zero byte (a branch-free OR per page, so it vectorizes).
+fn any_non_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(4096)
+        .any(|page| page.iter().fold(0_u8, |acc, &b| acc | b) != 0)
 }
 
 fn header_damaged(c: &mut Candidate) -> Result<bool> {
@@ -458,10 +467,7 @@ fn generation_hint(loser: &Candidate, elected: u64) -> u64 {
 /// stores but changes every checksum seed.
 fn unattributed_generation(loser: &Candidate, elected: u64) -> u64 {
     const SEARCHED: u64 = 64;
-    let has_records = loser
-        .bytes
-        .get(HEADER_SIZE..)
-        .is_some_and(|r| r.iter().any(|&b| b != 0));
+    let has_records = loser.bytes.get(HEADER_SIZE..).is_some_and(any_non_zero);
     if matches!(loser.header, HeaderRead::Valid(_)) || !has_records {
         return 0;
     }
