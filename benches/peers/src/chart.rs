@@ -268,7 +268,13 @@ pub fn draw(
             y_desc: "milliseconds",
             groups: &reopen_groups,
             f: &|s| s.median("ns") / 1e6,
-            y_label: &|v| format!("{} ms", axis_number(*v)),
+            y_label: &|v| {
+                if *v >= 1000.0 {
+                    format!("{} s", axis_number(*v / 1000.0))
+                } else {
+                    format!("{} ms", axis_number(*v))
+                }
+            },
             series_count: SERIES.len() - 1,
         },
     )?;
