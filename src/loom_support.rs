@@ -1,6 +1,6 @@
 //! An in-memory disk for the model checks in `loom-tests/` (`cfg(loom)` builds only; not part
 //! of the API). It keeps two views of each file: what a process crash leaves (every write) and
-//! what a power loss leaves (only ranges flushed by `msync`).
+//! what a power loss leaves (ranges flushed by `msync`, everything at `fdatasync`).
 
 use std::collections::HashMap;
 use std::io;
@@ -151,6 +151,9 @@ impl Storage for MemStorage {
     }
 
     fn sync(&self) -> io::Result<()> {
+        // fdatasync: every written byte of the file reaches the disk.
+        let mut file = self.file();
+        file.durable = file.written.clone();
         Ok(())
     }
 

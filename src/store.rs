@@ -160,6 +160,16 @@ impl KVStore {
         // whose later bytes may still hold records of the same generation: the open compacts
         // into a new generation first (below).
         let rewrite = opened.tail != Tail::Clean || !opened.notes.is_empty();
+        if !config.read_only {
+            // The elected journal may hold pages a crashed process wrote and never flushed
+            // (e.g. the header of a swap it made just before dying). They must reach the disk
+            // before this process reuses the other file, which may be the only durable copy:
+            // otherwise a power loss could leave no committed journal at all.
+            let storage = opened.active.storage();
+            storage
+                .sync()
+                .map_err(crate::error::io_err("fdatasync", storage.path()))?;
+        }
         let map: Map = opened
             .entries
             .into_iter()

@@ -19,6 +19,10 @@ use crate::sync::{AtomicBool, AtomicUsize};
 use format::{FRAME_SIZE, HEADER_SIZE, Header, STATE_COMMITTED, STATE_PENDING};
 use storage::Storage;
 
+/// Whether `fdatasync` writes back pages dirtied through a shared mapping (Linux: it writes
+/// back every dirty page of the file, however it was dirtied).
+const SYNC_WRITES_BACK_MAPPED_PAGES: bool = cfg!(target_os = "linux");
+
 /// A journal file and where its valid records end.
 pub(crate) struct Journal {
     storage: Box<dyn Storage>,
@@ -182,18 +186,27 @@ impl Journal {
         Ok(())
     }
 
-    /// The power-loss barrier: flushes the records, then the header if it changed (so a
-    /// header never reaches the disk before the records it vouches for), then the file data.
+    /// The power-loss barrier. If the header changed, the records are flushed first and the
+    /// header after them (a header never reaches the disk before the records it vouches for).
+    /// Otherwise one `fdatasync` is enough where it also writes back pages dirtied through the
+    /// map (Linux): it halves the device flushes of every `Durability::Sync` write. Elsewhere
+    /// (Apple's `msync` does not flush the drive cache, and its `fsync` is not documented to
+    /// write mapped pages) the records are msynced first.
     pub(crate) fn flush(&self) -> io::Result<()> {
         let end = self.end();
         let synced = self.synced();
-        if end > synced {
-            self.storage.flush(synced, end - synced)?;
-        }
-        if self.header_dirty.swap(false, Ordering::AcqRel) {
-            self.storage.flush(0, HEADER_SIZE).inspect_err(|_| {
+        let header = self.header_dirty.swap(false, Ordering::AcqRel);
+        let restore = |e: io::Error| {
+            if header {
                 self.header_dirty.store(true, Ordering::Release);
-            })?;
+            }
+            e
+        };
+        if end > synced && (header || !SYNC_WRITES_BACK_MAPPED_PAGES) {
+            self.storage.flush(synced, end - synced).map_err(restore)?;
+        }
+        if header {
+            self.storage.flush(0, HEADER_SIZE).map_err(restore)?;
         }
         self.storage.sync()?;
         self.synced.fetch_max(end, Ordering::AcqRel);

@@ -217,8 +217,18 @@ fn elect(
                     reason: "no journal has a valid committed header or provable records".into(),
                 });
             }
-            if matches!(a.header, HeaderRead::Valid(_)) || matches!(b.header, HeaderRead::Valid(_))
-            {
+            // A `PENDING` header of generation 1 is a store whose creation was cut short
+            // (power loss before its first header was committed): nothing was ever
+            // acknowledged, so it is created again. Any other `PENDING` file alone means the
+            // committed journal is gone.
+            let pending = |c: &Candidate| match c.header {
+                HeaderRead::Valid(h) => Some(h.generation),
+                _ => None,
+            };
+            let creation_cut_short = [pending(&a), pending(&b)]
+                .iter()
+                .all(|g| matches!(g, None | Some(1)));
+            if !creation_cut_short {
                 return Err(Error::Unreadable {
                     path: base,
                     reason: "only an unfinished compaction was found".into(),
