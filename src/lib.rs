@@ -44,6 +44,8 @@ mod snapshot;
 mod stats;
 mod store;
 mod sync;
+#[doc(hidden)]
+pub mod testing;
 mod value;
 pub mod verify;
 
