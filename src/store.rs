@@ -199,7 +199,7 @@ impl KVStore {
                 failures: 0,
                 hwm_fired: 0,
                 trigger,
-                next_generation: opened_highest + 1,
+                next_generation: opened_highest.saturating_add(1),
                 room_needed: 0,
             }),
             swapped: Condvar::new(),

@@ -95,7 +95,6 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
 /// bad entry with the replay's end instead of the record's offset, retries up to that same end,
 /// and loops forever: opening the store never returns.
 #[test]
-#[ignore = "open bug found by fuzzing (replay loops forever); remove with the fix"]
 fn fuzz_bug_batch_put_with_non_utf8_key_hangs_replay() {
     // batch of 1: put, key length 1, key 0xff, value 0 (BONJSON small integer).
     let records = record(1, &[3, 1, 1, 1, 0xff, 0x00]);
@@ -112,7 +111,6 @@ fn fuzz_bug_batch_put_with_non_utf8_key_hangs_replay() {
 /// The same through real files: `KVStore::open` on a committed journal holding that record
 /// never returns.
 #[test]
-#[ignore = "open bug found by fuzzing (open loops forever); remove with the fix"]
 fn fuzz_bug_batch_put_with_non_utf8_key_hangs_open() {
     let input = open_files_input(1, 1, 0, &record(1, &[3, 1, 1, 1, 0xff, 0x00]), &[]);
     let returned = within(Duration::from_secs(20), move || checks::open_files(&input));
@@ -129,7 +127,6 @@ fn fuzz_bug_batch_put_with_non_utf8_key_hangs_open() {
 /// other file, and that journal loses the next election to the `u64::MAX` one: every write
 /// acknowledged after the compaction is gone at the next open.
 #[test]
-#[ignore = "open bug found by fuzzing (generation overflow); remove with the fix"]
 fn fuzz_bug_generation_u64_max_overflows() {
     let input = open_files_input(1, u64::MAX, 0, &record(u64::MAX, &commit(u64::MAX)), &[]);
     let outcome = std::panic::catch_unwind(|| checks::open_files(&input));
@@ -150,15 +147,16 @@ fn open_files_input(flags: u8, gen_a: u64, gen_b: u64, body_a: &[u8], body_b: &[
     out
 }
 
-/// open_files (artifacts `fuzz/regressions/open_files/generation-overflow-*`): the elected
-/// journal is committed at a generation near `u64::MAX` and the other file has a blank header
-/// over records. Checking whether those records prove a newer generation computes
-/// `generation + 1` and then adds `1 << 32` to the candidate generation: an overflow panic
-/// where overflow checks are on; in release the candidate wraps to the small generation the
-/// records name, which "proves" itself, so a stale journal of generation 5 wins the election
-/// over the committed one.
+/// open_files (artifacts `fuzz/regressions/open_files/generation-overflow-*`): one journal is
+/// "committed" at a generation near `u64::MAX` and the other file has a blank header over
+/// records. Checking whether those records prove a newer generation computed
+/// `generation + 1` and then added `1 << 32`: an overflow panic where overflow checks are on;
+/// in release the candidate wrapped and a stale journal silently won the election.
+///
+/// Fixed by refusing headers above `MAX_GENERATION` (2^62, out of reach of any real store): the
+/// forged header is damage, the other file's records prove their generation and are opened,
+/// and the open must say that the first file's records were not used.
 #[test]
-#[ignore = "open bug found by fuzzing (generation overflow in election); remove with the fix"]
 fn fuzz_bug_generation_near_u64_max_elects_stale_records() {
     let newest = u64::MAX - 1;
     let put = |key: &str, value: &str| {
@@ -180,11 +178,24 @@ fn fuzz_bug_generation_near_u64_max_elects_stale_records() {
             .buffer_size(MIN_BUFFER_SIZE)
             .open()
             .unwrap();
-        store.get("k").unwrap()
+        let reported: Vec<String> = store
+            .subscribe()
+            .try_iter()
+            .filter_map(|e| match e {
+                resilient_kv::Event::DataLoss { path, .. } => Some(path.display().to_string()),
+                _ => None,
+            })
+            .collect();
+        (store.get("k").unwrap(), reported)
     });
+    let (value, reported) = outcome.expect("open panicked");
     assert_eq!(
-        outcome.ok(),
-        Some(Some(Value::from("new"))),
-        "the committed journal of generation u64::MAX - 1 must win over stale records"
+        value,
+        Some(Value::from("old")),
+        "the provable journal opens"
+    );
+    assert!(
+        reported.iter().any(|p| p.ends_with(".jrna")),
+        "the unusable records of .jrna must be reported: {reported:?}"
     );
 }

@@ -23,6 +23,11 @@ pub(crate) const HEADER_USED: usize = HEADER_CRC_OFFSET + 4;
 /// The journal format this library writes and the newest it reads.
 pub(crate) const FORMAT_VERSION: u32 = 1;
 
+/// The largest generation a valid header may name. A real store cannot get near it (a
+/// compaction every microsecond would take 146,000 years); refusing more keeps every
+/// "generation + something" computation far from overflow on forged or damaged files.
+pub(crate) const MAX_GENERATION: u64 = 1 << 62;
+
 /// `state`: the file is being written by a compaction and must never be elected.
 pub(crate) const STATE_PENDING: u32 = 0x5045_4e44; // "PEND"
 /// `state`: the file holds a complete journal of its generation.
@@ -99,11 +104,13 @@ pub(crate) fn decode_header(bytes: &[u8]) -> HeaderRead {
         read_u32(bytes, STATE_OFFSET),
         read_u64(bytes, GENERATION_OFFSET),
     ) {
-        (Some(version), Some(state), Some(generation)) => HeaderRead::Valid(Header {
-            version,
-            state,
-            generation,
-        }),
+        (Some(version), Some(state), Some(generation)) if generation <= MAX_GENERATION => {
+            HeaderRead::Valid(Header {
+                version,
+                state,
+                generation,
+            })
+        }
         _ => HeaderRead::Invalid,
     }
 }
@@ -317,6 +324,7 @@ mod tests {
             ("FRAME_GEN_OFFSET", FRAME_GEN_OFFSET),
             ("FRAME_CRC_OFFSET", FRAME_CRC_OFFSET),
             ("FORMAT_VERSION", FORMAT_VERSION as usize),
+            ("MAX_GENERATION", MAX_GENERATION as usize),
             ("OP_PUT", usize::from(OP_PUT)),
             ("OP_DELETE", usize::from(OP_DELETE)),
             ("OP_BATCH", usize::from(OP_BATCH)),

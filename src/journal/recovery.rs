@@ -202,7 +202,7 @@ fn elect(
                     [None, Some(g)] => Some((b, a, g)),
                     [None, None] => None,
                 };
-                if let Some((w, l, g)) = found {
+                if let Some((w, mut l, g)) = found {
                     notes.push(Note::whole_file(
                         w.storage.path(),
                         format!(
@@ -210,6 +210,16 @@ fn elect(
                             w.storage.path().display()
                         ),
                     ));
+                    if !matches!(l.header, HeaderRead::Valid(_)) && has_records_region(&mut l)? {
+                        notes.push(Note::whole_file(
+                            l.storage.path(),
+                            format!(
+                                "{}: damaged header over records that could not be attributed \
+                                 to a generation; they were not replayed",
+                                l.storage.path().display()
+                            ),
+                        ));
+                    }
                     return replay(w, l, g, notes, decode, min_len);
                 }
                 return Err(Error::Unreadable {
@@ -275,7 +285,10 @@ fn proven_generation(c: &Candidate, min: u64) -> Option<u64> {
     let high = min & !0xffff_ffff;
     let mut g = high | low;
     if g < min {
-        g += 1 << 32;
+        g = g.checked_add(1 << 32)?;
+    }
+    if g > format::MAX_GENERATION {
+        return None;
     }
     let mut pos = HEADER_SIZE;
     while let FrameRead::Record { len } = format::read_frame(c.bytes.get(pos..)?, g) {

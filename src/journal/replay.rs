@@ -32,7 +32,7 @@ enum Pending<'a> {
     /// A put's encoded value, decoded only if it survives, and the record it came from.
     Raw(&'a [u8], usize),
     /// A value a batch decoded already (index into the side vector).
-    Decoded(usize),
+    Decoded(usize, usize),
 }
 
 /// Longest key kept inline in the replay table.
@@ -89,8 +89,9 @@ pub(crate) fn replay(bytes: &[u8], generation: u64, decode: &DecodeOptions) -> R
     loop {
         match attempt(bytes, limit, generation, decode) {
             Ok(replayed) => return replayed,
-            // A malformed record: replay again, stopping before it.
-            Err(bad) => limit = bad,
+            // A malformed record: replay again, stopping before it. (`bad` is always a record
+            // start below `limit`; the `min` only guarantees progress.)
+            Err(bad) => limit = bad.min(limit.saturating_sub(1)),
         }
     }
 }
@@ -130,7 +131,7 @@ fn attempt(
     for (key, pending) in live {
         let (value, offset) = match pending {
             Pending::Raw(raw, offset) => (bonjson::decode_with(raw, decode).ok(), offset),
-            Pending::Decoded(i) => (decoded.get_mut(i).map(std::mem::take), pos),
+            Pending::Decoded(i, offset) => (decoded.get_mut(i).map(std::mem::take), offset),
         };
         match (std::str::from_utf8(key.as_bytes()), value) {
             (Ok(key), Some(value)) => entries.push((key.to_owned(), value)),
@@ -183,7 +184,7 @@ fn apply<'a>(
                     OP_PUT => {
                         let (value, used) = bonjson::decode_prefix(after, decode).ok()?;
                         decoded.push(value);
-                        live.insert(Key::new(key), Pending::Decoded(decoded.len() - 1));
+                        live.insert(Key::new(key), Pending::Decoded(decoded.len() - 1, offset));
                         rest = after.get(used..)?;
                     }
                     OP_DELETE => {
