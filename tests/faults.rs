@@ -24,6 +24,17 @@ use std::time::{Duration, Instant};
 
 use resilient_kv::{Error, Event, KVStore, Value};
 
+/// The tests of this file run one at a time: one of them spawns child processes, and a child
+/// holds copies of every descriptor of this process between its fork and its exec, including a
+/// journal another test has just closed, whose lock then looks held (`Locked`) for a moment.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 const CHILD_ENV: &str = "RKV_FAULTS_CHILD";
 const KIB: usize = 1024;
 
@@ -127,6 +138,7 @@ fn journal_files(base: &Path) -> [PathBuf; 2] {
 
 #[test]
 fn disk_full_at_open_is_a_typed_error_and_breaks_no_later_open() {
+    let _serial = one_at_a_time();
     let Some(disk) = small_disk("disk_full_at_open_is_a_typed_error_and_breaks_no_later_open")
     else {
         return;
@@ -167,6 +179,7 @@ fn disk_full_at_open_is_a_typed_error_and_breaks_no_later_open() {
 
 #[test]
 fn disk_full_during_growth_fails_a_write_and_keeps_every_acknowledged_one() {
+    let _serial = one_at_a_time();
     let Some(disk) =
         small_disk("disk_full_during_growth_fails_a_write_and_keeps_every_acknowledged_one")
     else {
@@ -280,6 +293,7 @@ fn run_child(base: &Path) -> String {
 
 #[test]
 fn a_second_process_gets_locked_and_changes_nothing() {
+    let _serial = one_at_a_time();
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
