@@ -11,6 +11,17 @@ use std::time::Duration;
 use assert_cmd::Command;
 use resilient_kv::{KVStore, Value};
 
+/// The tests of this file run one at a time: each spawns processes, and a child holds copies
+/// of this process's descriptors between its fork and its exec, so a store another test has
+/// just closed could still look locked to the `rkv` process of a third.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 const CHILD_ENV: &str = "RKV_CLI_LIVE_WRITER";
 
 fn rkv() -> Command {
@@ -89,6 +100,7 @@ fn dir_entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn set_get_rm_dump_stats_compact_verify() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("app");
     let b = s(&base);
@@ -168,6 +180,7 @@ fn set_get_rm_dump_stats_compact_verify() {
 
 #[test]
 fn load_applies_json_lines_or_an_object_as_one_batch() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("app");
     let b = s(&base);
@@ -230,6 +243,7 @@ fn load_applies_json_lines_or_an_object_as_one_batch() {
 
 #[test]
 fn bad_arguments_are_one_line_and_exit_2() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("app");
     let b = s(&base);
@@ -277,6 +291,7 @@ fn bad_arguments_are_one_line_and_exit_2() {
 
 #[test]
 fn a_missing_store_is_a_clear_error_and_creates_nothing() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("nothing");
     let b = s(&base);
@@ -314,6 +329,7 @@ fn a_missing_store_is_a_clear_error_and_creates_nothing() {
 
 #[test]
 fn read_only_commands_never_write() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("app");
     let b = s(&base);
@@ -347,6 +363,7 @@ fn read_only_commands_never_write() {
 
 #[test]
 fn verify_reports_damage_with_its_offset_and_exit_1() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("app");
     let b = s(&base);
@@ -413,6 +430,7 @@ fn verify_reports_damage_with_its_offset_and_exit_1() {
 
 #[test]
 fn verify_checks_the_inactive_journal_and_a_recovered_header() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("app");
     let b = s(&base);
@@ -470,6 +488,7 @@ fn verify_checks_the_inactive_journal_and_a_recovered_header() {
 
 #[test]
 fn closing_stdout_early_is_not_an_error() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("app");
     {
@@ -503,6 +522,7 @@ fn closing_stdout_early_is_not_an_error() {
 /// number of keys). Exits at EOF.
 #[test]
 fn live_writer_child() {
+    let _serial = one_at_a_time();
     let Ok(base) = std::env::var(CHILD_ENV) else {
         return;
     };
@@ -607,6 +627,7 @@ impl Drop for LiveWriter {
 
 #[test]
 fn a_live_store_held_by_another_process() {
+    let _serial = one_at_a_time();
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
