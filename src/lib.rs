@@ -36,6 +36,8 @@ mod journal;
 pub mod loom_support;
 mod options;
 #[cfg(test)]
+mod power_loss_tests;
+#[cfg(test)]
 mod recovery_tests;
 #[cfg(feature = "serde")]
 mod serde_impl;

@@ -10,7 +10,9 @@
 use std::path::PathBuf;
 
 use super::Journal;
-use super::format::{self, FRAME_SIZE, FrameRead, HEADER_SIZE, HeaderRead, STATE_COMMITTED};
+use super::format::{
+    self, FRAME_SIZE, FrameRead, HEADER_SIZE, HeaderRead, STATE_COMMITTED, STATE_PENDING,
+};
 use super::storage::{Backend, Slot, Storage};
 use crate::bonjson::DecodeOptions;
 use crate::{Error, Result};
@@ -164,6 +166,29 @@ fn header_damaged(c: &mut Candidate) -> Result<bool> {
     }
 }
 
+/// Whether the files hold what a crash leaves while creating a store writes its first header
+/// (`fresh` writes the first file only): each byte of the first file's header page still zero
+/// or already that `PENDING` header's, nothing after it, and the second file blank. Nothing
+/// was ever acknowledged, so the store is created again; refusing would leave a store whose
+/// creation a `kill -9` interrupted unopenable for good. (A power loss cannot leave this: a
+/// sector is written whole. A header garbled some other way is refused as before.)
+fn first_header_cut_short(a: &mut Candidate, b: &mut Candidate) -> Result<bool> {
+    let pending = format::encode_header(&format::Header {
+        version: format::FORMAT_VERSION,
+        state: STATE_PENDING,
+        generation: 1,
+    });
+    let cut_short = a.bytes.get(..HEADER_SIZE).is_some_and(|page| {
+        page.iter()
+            .enumerate()
+            .all(|(i, &byte)| byte == 0 || pending.get(i) == Some(&byte))
+    });
+    Ok(cut_short
+        && !has_records_region(a)?
+        && b.header == HeaderRead::Empty
+        && !has_records_region(b)?)
+}
+
 /// Grows a file the store is about to use to the size asked for (only once the open is
 /// known to succeed: a refused open changes no file).
 fn grow_to(storage: &mut Box<dyn Storage>, min_len: usize) -> Result<()> {
@@ -196,6 +221,9 @@ fn elect(
                 // Maybe one was the only journal and its header is damaged: trust it only if
                 // its records prove a committed generation; if both do, the newer one.
                 let proven = [proven_generation(&a, 1), proven_generation(&b, 1)];
+                if proven == [None, None] && first_header_cut_short(&mut a, &mut b)? {
+                    return fresh(a, b, min_len);
+                }
                 let found = match proven {
                     [Some(ga), Some(gb)] if gb > ga => Some((b, a, gb)),
                     [Some(g), _] => Some((a, b, g)),
