@@ -195,20 +195,20 @@ impl Journal {
     pub(crate) fn flush(&self) -> io::Result<()> {
         let end = self.end();
         let synced = self.synced();
-        let header = self.header_dirty.swap(false, Ordering::AcqRel);
-        let restore = |e: io::Error| {
-            if header {
-                self.header_dirty.store(true, Ordering::Release);
-            }
-            e
-        };
+        // The flag is cleared only once the header is durable: a concurrent `sync()` that finds
+        // it still set flushes the header too instead of returning early (found by the
+        // power-loss tests: `sync_racing_the_end_of_a_compaction_waits_for_the_new_header`).
+        let header = self.header_dirty.load(Ordering::Acquire);
         if end > synced && (header || !SYNC_WRITES_BACK_MAPPED_PAGES) {
-            self.storage.flush(synced, end - synced).map_err(restore)?;
+            self.storage.flush(synced, end - synced)?;
         }
         if header {
-            self.storage.flush(0, HEADER_SIZE).map_err(restore)?;
+            self.storage.flush(0, HEADER_SIZE)?;
         }
         self.storage.sync()?;
+        if header {
+            self.header_dirty.store(false, Ordering::Release);
+        }
         self.synced.fetch_max(end, Ordering::AcqRel);
         Ok(())
     }
