@@ -67,55 +67,71 @@ fn check(store: &KVStore, model: &BTreeMap<String, Value>) -> Result<(), TestCas
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(1000)
-    ))]
+/// Cases run by default (`MODEL_CASES` overrides); about 20 s here.
+const DEFAULT_CASES: u32 = 3000;
 
-    #[test]
-    fn store_matches_a_btreemap(steps in proptest::collection::vec(step(), 1..80)) {
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("model");
-        let mut store = open(&base);
-        let mut model = BTreeMap::new();
-        for step in steps {
-            match step {
-                Step::Insert(k, v) => {
-                    let previous = store.insert(key(k), v.clone()).unwrap();
-                    prop_assert_eq!(previous, model.get(&key(k)).cloned());
-                    model_insert(&mut model, k, v);
+fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("model");
+    let mut store = open(&base);
+    let mut model = BTreeMap::new();
+    for step in steps {
+        match step {
+            Step::Insert(k, v) => {
+                let previous = store.insert(key(k), v.clone()).unwrap();
+                prop_assert_eq!(previous, model.get(&key(k)).cloned());
+                model_insert(&mut model, k, v);
+            }
+            Step::Remove(k) => {
+                prop_assert_eq!(store.remove(&key(k)).unwrap(), model.remove(&key(k)));
+            }
+            Step::Batch(ops) => {
+                let mut batch = Batch::new();
+                for (k, v) in &ops {
+                    match v {
+                        Some(v) => batch.insert(key(*k), v.clone()),
+                        None => batch.remove(key(*k)),
+                    };
                 }
-                Step::Remove(k) => {
-                    prop_assert_eq!(store.remove(&key(k)).unwrap(), model.remove(&key(k)));
-                }
-                Step::Batch(ops) => {
-                    let mut batch = Batch::new();
-                    for (k, v) in &ops {
-                        match v {
-                            Some(v) => batch.insert(key(*k), v.clone()),
-                            None => batch.remove(key(*k)),
-                        };
-                    }
-                    store.write_batch(batch).unwrap();
-                    for (k, v) in ops {
-                        model_insert(&mut model, k, v.unwrap_or(Value::Null));
-                    }
-                }
-                Step::Clear => {
-                    store.clear().unwrap();
-                    model.clear();
-                }
-                Step::Compact => store.compact().unwrap(),
-                Step::Sync => store.sync().unwrap(),
-                Step::Reopen => {
-                    drop(store);
-                    store = open(&base);
+                store.write_batch(batch).unwrap();
+                for (k, v) in ops {
+                    model_insert(&mut model, k, v.unwrap_or(Value::Null));
                 }
             }
-            check(&store, &model)?;
+            Step::Clear => {
+                store.clear().unwrap();
+                model.clear();
+            }
+            Step::Compact => store.compact().unwrap(),
+            Step::Sync => store.sync().unwrap(),
+            Step::Reopen => {
+                drop(store);
+                store = open(&base);
+            }
         }
-        drop(store);
-        let store = open(&base);
         check(&store, &model)?;
     }
+    drop(store);
+    let store = open(&base);
+    check(&store, &model)?;
+    Ok(())
+}
+
+#[test]
+fn store_matches_a_btreemap() {
+    let cases = std::env::var("MODEL_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_CASES);
+    let started = std::time::Instant::now();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
+    let result = runner.run(&proptest::collection::vec(step(), 1..80), run);
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    println!(
+        "model test: {cases} random sequences of up to 79 steps (insert, remove, batch, clear, \
+         compact, sync, reopen) matched a BTreeMap in {:.1?}",
+        started.elapsed()
+    );
 }
