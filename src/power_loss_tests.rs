@@ -4,7 +4,7 @@
 //! write, flush, sync and grow in the order it took effect, so the disk as it was after any
 //! number `n` of storage operations can be rebuilt afterwards: that is a crash "frozen" at
 //! operation `n`, while the store itself ran on undisturbed. Its durability model (the module
-//! docs of `journal::storage::memory` give the details and the reasons):
+//! docs of `journal::memory` give the details and the reasons):
 //!
 //! - a process crash keeps everything written (the page cache survives);
 //! - power loss keeps what is durable: pages covered by a `flush` (msync) since they were last

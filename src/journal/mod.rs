@@ -6,6 +6,8 @@
 
 pub(crate) mod copied;
 pub(crate) mod format;
+#[cfg(test)]
+pub(crate) mod memory;
 pub(crate) mod mmap;
 pub(crate) mod recovery;
 mod replay;
