@@ -3,13 +3,12 @@
 //! **Not part of the API.** Hidden from the documentation, with no stability promise: it may
 //! change or disappear in any release, patch releases included.
 
-use std::io;
 use std::path::Path;
 
 use crate::bonjson::DecodeOptions;
+use crate::journal::copied::CopiedBackend;
 use crate::journal::format::{self, HEADER_SIZE, Header, STATE_COMMITTED};
 use crate::journal::recovery;
-use crate::journal::storage::{Backend, Slot, Storage};
 
 /// Opens a store, in memory, whose first journal is a `COMMITTED` header of `generation`
 /// followed by `records` (the bytes after the header page) and whose second journal is new,
@@ -26,66 +25,9 @@ pub fn replay_bytes(records: &[u8], generation: u64) -> usize {
         dst.copy_from_slice(&header);
     }
     file.extend_from_slice(records);
-    let backend = Bytes(file);
-    match recovery::open(&backend, backend.0.len(), &DecodeOptions::default()) {
+    let backend = CopiedBackend::from_bytes(Path::new("replay_bytes"), file, Vec::new());
+    match recovery::open(&backend, 0, &DecodeOptions::default()) {
         Ok(opened) => opened.active.end().saturating_sub(HEADER_SIZE),
         Err(_) => 0,
-    }
-}
-
-/// Read-only in-memory journal files: slot A holds the bytes, slot B is all zero.
-struct Bytes(Vec<u8>);
-
-impl Backend for Bytes {
-    fn base(&self) -> &Path {
-        Path::new("replay_bytes")
-    }
-
-    fn open(&self, slot: Slot, min_len: usize) -> crate::Result<Box<dyn Storage>> {
-        let mut bytes = match slot {
-            Slot::A => self.0.clone(),
-            Slot::B => Vec::new(),
-        };
-        bytes.resize(bytes.len().max(min_len), 0);
-        Ok(Box::new(Bytes(bytes)))
-    }
-}
-
-impl Storage for Bytes {
-    fn path(&self) -> &Path {
-        Path::new("replay_bytes")
-    }
-
-    fn capacity(&self) -> usize {
-        self.0.len()
-    }
-
-    fn read(&self, offset: usize, out: &mut [u8]) -> io::Result<()> {
-        let src = offset
-            .checked_add(out.len())
-            .and_then(|end| self.0.get(offset..end))
-            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        out.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn write(&self, _: usize, _: &[u8]) -> io::Result<()> {
-        Err(io::Error::from(io::ErrorKind::ReadOnlyFilesystem))
-    }
-
-    fn flush(&self, _: usize, _: usize) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn sync(&self) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn grow(&mut self, _: usize) -> io::Result<()> {
-        Err(io::Error::from(io::ErrorKind::ReadOnlyFilesystem))
-    }
-
-    fn with_view(&mut self, f: &mut dyn FnMut(&[u8])) {
-        f(&self.0);
     }
 }

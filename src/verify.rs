@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::bonjson::DecodeOptions;
+use crate::journal::copied::CopiedBackend;
 use crate::journal::format::{
     self, FORMAT_VERSION, FRAME_SIZE, FrameRead, HEADER_SIZE, HEADER_USED, HeaderRead,
     STATE_COMMITTED, STATE_PENDING,
 };
 use crate::journal::recovery::{self, Tail};
-use crate::journal::storage::{Backend, Slot, Storage};
+use crate::journal::storage::Slot;
 use crate::options::MIN_BUFFER_SIZE;
 use crate::{Error, Result};
 
@@ -177,7 +178,7 @@ impl VerifyReport {
 /// ```
 pub fn verify(base: impl AsRef<Path>) -> Result<VerifyReport> {
     let base = base.as_ref().to_path_buf();
-    let paths = [Slot::A, Slot::B].map(|slot| journal_path(&base, slot));
+    let paths = [Slot::A, Slot::B].map(|slot| slot.path(&base));
     let (a, b) = read_both(&paths)?;
     if a.is_none() && b.is_none() {
         return Err(Error::Io {
@@ -248,13 +249,6 @@ fn read_header(path: &Path) -> Result<Option<Vec<u8>>> {
 }
 
 /// `<base>.<ext>`, as the store names its files.
-fn journal_path(base: &Path, slot: Slot) -> PathBuf {
-    let mut name = base.as_os_str().to_owned();
-    name.push(".");
-    name.push(slot.extension());
-    PathBuf::from(name)
-}
-
 /// One file as read, padded with zeros as opening the store would extend it.
 struct File {
     path: PathBuf,
@@ -390,10 +384,8 @@ struct Election {
 
 fn check(base: PathBuf, files: [File; 2]) -> VerifyReport {
     // What opening would do, run on the copies.
-    let backend = Copies {
-        base: base.clone(),
-        files: [Arc::clone(&files[0].bytes), Arc::clone(&files[1].bytes)],
-    };
+    let backend =
+        CopiedBackend::from_bytes(&base, files[0].bytes.to_vec(), files[1].bytes.to_vec());
     let all_zero = files.iter().all(|f| f.bytes.iter().all(|&b| b == 0));
     let (election, live_keys, problem) = if all_zero {
         // Opening would initialize a new store here.
@@ -518,79 +510,4 @@ fn report(file: &File, election: Option<&Election>, near: u64) -> JournalReport 
         report.torn_at = Some(scanned.end as u64);
     }
     report
-}
-
-/// Read-only copies of both files, for the election and replay code.
-struct Copies {
-    base: PathBuf,
-    files: [Arc<Vec<u8>>; 2],
-}
-
-impl Backend for Copies {
-    fn base(&self) -> &Path {
-        &self.base
-    }
-
-    fn open(&self, slot: Slot, _min_len: usize) -> Result<Box<dyn Storage>> {
-        let bytes = match slot {
-            Slot::A => &self.files[0],
-            Slot::B => &self.files[1],
-        };
-        Ok(Box::new(ReadOnlyFile {
-            path: journal_path(&self.base, slot),
-            bytes: Arc::clone(bytes),
-        }))
-    }
-}
-
-/// One file's bytes; every attempt to change them fails.
-struct ReadOnlyFile {
-    path: PathBuf,
-    bytes: Arc<Vec<u8>>,
-}
-
-fn read_only() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ReadOnlyFilesystem,
-        "verify never writes a journal",
-    )
-}
-
-impl Storage for ReadOnlyFile {
-    fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn capacity(&self) -> usize {
-        self.bytes.len()
-    }
-
-    fn read(&self, offset: usize, out: &mut [u8]) -> io::Result<()> {
-        let src = offset
-            .checked_add(out.len())
-            .and_then(|end| self.bytes.get(offset..end))
-            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        out.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn write(&self, _: usize, _: &[u8]) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn flush(&self, _: usize, _: usize) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn sync(&self) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn grow(&mut self, _: usize) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn with_view(&mut self, f: &mut dyn FnMut(&[u8])) {
-        f(&self.bytes);
-    }
 }

@@ -31,14 +31,6 @@ pub(crate) struct CopiedBackend {
     files: Mutex<[Option<Vec<u8>>; 2]>,
 }
 
-/// `<base>.<ext>` (the same naming as the file backend).
-pub(crate) fn journal_path(base: &Path, slot: Slot) -> PathBuf {
-    let mut name = base.as_os_str().to_owned();
-    name.push(".");
-    name.push(slot.extension());
-    PathBuf::from(name)
-}
-
 fn header(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).map_err(io_err("open", path))?;
@@ -54,7 +46,7 @@ impl CopiedBackend {
     /// Copies both files of the store at `base`. A missing file is an `Io` error with
     /// `NotFound`: a read-only open never creates anything.
     pub(crate) fn load(base: &Path) -> Result<Self> {
-        let (path_a, path_b) = (journal_path(base, Slot::A), journal_path(base, Slot::B));
+        let (path_a, path_b) = (Slot::A.path(base), Slot::B.path(base));
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -64,11 +56,16 @@ impl CopiedBackend {
             let after = (header(&path_a)?, header(&path_b)?);
             let stable = before == after && a.starts_with(&before.0) && b.starts_with(&before.1);
             if stable || attempt >= ATTEMPTS {
-                return Ok(CopiedBackend {
-                    base: base.to_path_buf(),
-                    files: Mutex::new([Some(a), Some(b)]),
-                });
+                return Ok(CopiedBackend::from_bytes(base, a, b));
             }
+        }
+    }
+
+    /// Both files' bytes, already in memory (for `verify` and the fuzzing hooks).
+    pub(crate) fn from_bytes(base: &Path, a: Vec<u8>, b: Vec<u8>) -> Self {
+        CopiedBackend {
+            base: base.to_path_buf(),
+            files: Mutex::new([Some(a), Some(b)]),
         }
     }
 }
@@ -83,7 +80,7 @@ impl Backend for CopiedBackend {
             Slot::A => 0,
             Slot::B => 1,
         };
-        let path = journal_path(&self.base, slot);
+        let path = slot.path(&self.base);
         let bytes = self
             .files
             .lock()

@@ -45,12 +45,9 @@ impl FileBackend {
         }
     }
 
-    /// `<base>.<ext>`, appending (`app.db` gives `app.db.jrna`).
+    /// The file of `slot` (see [`Slot::path`]).
     pub(crate) fn path(&self, slot: Slot) -> PathBuf {
-        let mut name = self.base.as_os_str().to_owned();
-        name.push(".");
-        name.push(slot.extension());
-        PathBuf::from(name)
+        slot.path(&self.base)
     }
 }
 

@@ -14,6 +14,15 @@ pub(crate) enum Slot {
 }
 
 impl Slot {
+    /// The file of this slot for a store at `base`: the extension is appended (`app.db` gives
+    /// `app.db.jrna`).
+    pub(crate) fn path(self, base: &Path) -> std::path::PathBuf {
+        let mut name = base.as_os_str().to_owned();
+        name.push(".");
+        name.push(self.extension());
+        std::path::PathBuf::from(name)
+    }
+
     pub(crate) fn extension(self) -> &'static str {
         match self {
             Slot::A => "jrna",
