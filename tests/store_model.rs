@@ -124,7 +124,13 @@ fn store_matches_a_btreemap() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_CASES);
     let started = std::time::Instant::now();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
+    let config = ProptestConfig {
+        cases,
+        // A failure prints its minimal sequence; nothing is saved to a file.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
     let result = runner.run(&proptest::collection::vec(step(), 1..80), run);
     if let Err(e) = result {
         panic!("{e}");
