@@ -137,28 +137,35 @@ impl Shared {
     }
 
     /// Appends one record with `ops` and publishes the new map: the heart of every write.
-    pub(crate) fn write(&self, ops: Vec<Op>, want_previous: bool) -> Result<Option<Value>> {
+    /// `ops` is an array for single operations (no allocation) or a batch's `Vec`.
+    pub(crate) fn write<O>(&self, ops: O, want_previous: bool) -> Result<Option<Value>>
+    where
+        O: AsRef<[Op]> + IntoIterator<Item = Op>,
+    {
         self.check_writable()?;
         self.check_poison()?;
-        for op in &ops {
+        for op in ops.as_ref() {
             if let Op::Put(key, _) | Op::Delete(key) = op {
                 format::check_key(key)?;
             }
         }
         let mut body = BODY.with(|b| std::mem::take(&mut *b.borrow_mut()));
         body.clear();
-        let encoded = format::encode_body(&ops, &self.limits, &mut body);
+        let encoded = format::encode_body(ops.as_ref(), &self.limits, &mut body);
         let result = encoded.and_then(|()| self.append_and_publish(&body, ops, want_previous));
         BODY.with(|b| *b.borrow_mut() = body);
         result
     }
 
-    fn append_and_publish(
+    fn append_and_publish<O>(
         &self,
         body: &[u8],
-        mut ops: Vec<Op>,
+        ops: O,
         want_previous: bool,
-    ) -> Result<Option<Value>> {
+    ) -> Result<Option<Value>>
+    where
+        O: AsRef<[Op]> + IntoIterator<Item = Op>,
+    {
         let size = Journal::record_size(body.len());
         let max_records = self.config.max_size.saturating_sub(HEADER_SIZE + 64);
         if size > max_records {
@@ -169,7 +176,10 @@ impl Shared {
         }
 
         // Removals may use the journal's reserve; anything that can add data may not.
-        let removal_only = ops.iter().all(|op| matches!(op, Op::Delete(_) | Op::Clear));
+        let removal_only = ops
+            .as_ref()
+            .iter()
+            .all(|op| matches!(op, Op::Delete(_) | Op::Clear));
         let mut w = self.writer.lock();
         let mut compacted_once = false;
         loop {
@@ -222,7 +232,7 @@ impl Shared {
         }
 
         let mut changes = std::mem::take(&mut w.changes);
-        changes.extend(ops.drain(..).map(|op| match op {
+        changes.extend(ops.into_iter().map(|op| match op {
             Op::Put(key, value) => Change::Put(key.into(), std::sync::Arc::new(value)),
             Op::Delete(key) => Change::Delete(key.into()),
             Op::Clear => Change::Clear,

@@ -298,12 +298,12 @@ impl KVStore {
         } else {
             Op::Put(key, value)
         };
-        self.shared.write(vec![op], true)
+        self.shared.write([op], true)
     }
 
     /// Removes `key` and returns its value.
     pub fn remove(&self, key: &str) -> Result<Option<Value>> {
-        self.shared.write(vec![Op::Delete(key.to_owned())], true)
+        self.shared.write([Op::Delete(key.to_owned())], true)
     }
 
     /// Applies every operation of `batch`, or none of them (also across a crash).
@@ -317,7 +317,7 @@ impl KVStore {
     /// Removes every key. A crash afterwards never brings them back.
     pub fn clear(&self) -> Result<()> {
         self.shared.check_writable()?;
-        self.shared.write(vec![Op::Clear], false)?;
+        self.shared.write([Op::Clear], false)?;
         self.shared.request_compaction(None);
         Ok(())
     }
