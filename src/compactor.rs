@@ -188,7 +188,9 @@ fn compact_into(
         if end - copied < CATCH_UP_UNDER_LOCK {
             break;
         }
-        if let Err(e) = copy_records(&active, journal, copied, end) {
+        if let Err(e) = make_room(shared, journal, end - copied)
+            .and_then(|()| copy_records(&active, journal, copied, end))
+        {
             return Err(fail(e, target));
         }
         copied = end;
@@ -206,7 +208,8 @@ fn compact_into(
 
     let mut w = shared.writer.lock();
     let end = w.active.end();
-    let switched = copy_records(&active, journal, copied, end)
+    let switched = make_room(shared, journal, end - copied)
+        .and_then(|()| copy_records(&active, journal, copied, end))
         .and_then(|()| append_commit_marker(journal).map_err(io_error(journal)))
         .and_then(|()| {
             // Records a `sync()` already promised must be durable before the header that
@@ -361,7 +364,28 @@ fn write_entries(shared: &Shared, journal: &Journal, map: &Map) -> std::result::
     Ok(())
 }
 
-/// Copies the records in `[from, to)` of `source` into `target`, growing `target` if needed.
+/// Grows `journal` (up to `max_size`) if `bytes` more of catch-up records and the commit
+/// marker would not fit: writers may have appended more during the compaction than the new
+/// journal, sized for the live data, has left (e.g. when it is still smaller than the active
+/// one). Beyond `max_size` the copy fails and the compaction with it, as before.
+fn make_room(shared: &Shared, journal: &mut Journal, bytes: usize) -> Result<()> {
+    let needed = journal.end() + bytes + COMMIT_ROOM;
+    if needed <= journal.capacity() {
+        return Ok(());
+    }
+    let ratio = f64::from(shared.config.high_water_mark);
+    grow(
+        shared,
+        journal,
+        wanted_capacity(needed, ratio, shared.config.max_size),
+    )
+}
+
+/// Room kept for the commit marker after the catch-up (a frame and a nine-byte body, rounded
+/// up).
+const COMMIT_ROOM: usize = 64;
+
+/// Copies the records in `[from, to)` of `source` into `target`.
 fn copy_records(source: &Journal, target: &Journal, from: usize, to: usize) -> Result<()> {
     source
         .for_each_record(from, to, |body| {

@@ -376,3 +376,62 @@ fn leftovers_of_a_failed_compaction_never_replay() {
         "leftovers are not lost data"
     );
 }
+
+/// A compaction whose catch-up (records written while it ran) does not fit in the room left in
+/// the new journal grows that journal instead of failing. Here the new journal is the small
+/// file (the active one grew at the compaction before) and a writer appends more during the
+/// compaction than the small file holds.
+#[test]
+fn a_catch_up_larger_than_the_new_journal_grows_it_instead_of_failing() {
+    let disk = MemBackend::new();
+    let config = || {
+        Builder::new(std::path::Path::new("mem"))
+            .buffer_size(16 * 1024)
+            .max_size(1 << 20)
+    };
+    let store = KVStore::open_on(config(), &disk).unwrap();
+    let kib = |i: usize| Value::from(format!("{i:0>1000}"));
+    // 8 KiB of live data, below the first journal's mark; the compaction grows the new one.
+    for i in 0..8 {
+        store.insert(format!("big{i}"), kib(i)).unwrap();
+    }
+    store.compact().unwrap();
+    for i in 0..8 {
+        store.remove(&format!("big{i}")).unwrap();
+    }
+    let before = store.stats();
+    assert_eq!(before.compactions, 1, "{before:?}");
+    assert_eq!(before.inactive_capacity, 16 * 1024, "{before:?}");
+    assert!(before.active_capacity >= 32 * 1024, "{before:?}");
+
+    let events = store.subscribe();
+    let inactive = inactive_slot(&disk);
+    disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
+    std::thread::scope(|scope| {
+        let compaction = scope.spawn(|| store.compact());
+        // The compactor took its (empty) snapshot and waits at its first write to the small
+        // file, while 14 KiB are written: more than the small file has room for.
+        while disk.held() == 0 {
+            std::thread::yield_now();
+        }
+        for round in 0..14 {
+            store.insert("hot".into(), kib(round)).unwrap();
+        }
+        disk.pause_when(None);
+        compaction.join().unwrap().unwrap();
+    });
+    let after = store.stats();
+    assert_eq!(after.compactions, 2, "{after:?}");
+    assert!(after.active_capacity > 16 * 1024, "{after:?}");
+    assert!(
+        events
+            .try_iter()
+            .any(|e| matches!(e, Event::JournalGrown { .. })),
+        "no growth event"
+    );
+    assert_eq!(store.get("hot").unwrap(), Some(kib(13)));
+    drop(store);
+    let store = KVStore::open_on(config(), &disk).unwrap();
+    assert_eq!(store.get("hot").unwrap(), Some(kib(13)));
+    assert_eq!(store.len(), 1);
+}
