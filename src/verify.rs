@@ -318,11 +318,12 @@ struct Scan {
 fn scan(bytes: &[u8], generation: u64, limit: usize) -> Scan {
     let mut pos = HEADER_SIZE;
     let mut records = 0;
+    let frames = format::Frames::new(generation);
     let stop = loop {
         if pos >= limit.min(bytes.len()) {
             break FrameRead::Zero;
         }
-        match format::read_frame(bytes.get(pos..).unwrap_or_default(), generation) {
+        match frames.read(bytes.get(pos..).unwrap_or_default()) {
             FrameRead::Record { len } => {
                 records += 1;
                 pos += FRAME_SIZE + len;
@@ -343,14 +344,13 @@ fn valid_beyond(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
     let needle = (generation as u32).to_le_bytes();
     let mut last = None;
     let mut search = from + 1 + 4;
+    let frames = format::Frames::new(generation);
     while let Some(found) = bytes
         .get(search..)
         .and_then(|rest| memchr::memmem::find(rest, &needle))
     {
         let frame_at = search + found - 4;
-        if let Some(FrameRead::Record { len }) = bytes
-            .get(frame_at..)
-            .map(|rest| format::read_frame(rest, generation))
+        if let Some(FrameRead::Record { len }) = bytes.get(frame_at..).map(|rest| frames.read(rest))
         {
             last = Some(frame_at + FRAME_SIZE + len);
         }

@@ -142,11 +142,6 @@ pub(crate) fn frame_seeded(generation: u64, seed: u32, body: &[u8]) -> [u8; FRAM
     out
 }
 
-fn record_crc(generation: u64, body: &[u8]) -> u32 {
-    let seed = crc32c::crc32c(&generation.to_le_bytes());
-    crc32c::crc32c_append(seed, body)
-}
-
 /// What the bytes at a record position hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FrameRead {
@@ -160,36 +155,63 @@ pub(crate) enum FrameRead {
     Foreign,
 }
 
+/// What the bytes at the start of `region` hold for `generation` (for one-off reads; loops
+/// over many records use [`Frames`]).
 pub(crate) fn read_frame(region: &[u8], generation: u64) -> FrameRead {
-    let Some(head) = region.get(..FRAME_SIZE) else {
-        return if region.iter().all(|&b| b == 0) {
-            FrameRead::Zero
-        } else {
-            FrameRead::Foreign
-        };
-    };
-    if head.iter().all(|&b| b == 0) {
-        return FrameRead::Zero;
-    }
-    let (Some(len), Some(gen_low), Some(crc)) = (
-        read_u32(head, FRAME_LEN_OFFSET),
-        read_u32(head, FRAME_GEN_OFFSET),
-        read_u32(head, FRAME_CRC_OFFSET),
-    ) else {
-        return FrameRead::Foreign;
-    };
-    if gen_low != generation as u32 {
-        return FrameRead::Foreign;
-    }
-    let len = len as usize;
-    let body = FRAME_SIZE
-        .checked_add(len)
-        .and_then(|end| region.get(FRAME_SIZE..end));
-    match body {
-        Some(body) if len > 0 && (cfg!(fuzzing) || record_crc(generation, body) == crc) => {
-            FrameRead::Record { len }
+    Frames::new(generation).read(region)
+}
+
+/// Reads the frames of one generation, with its checksum seed computed once (computing it per
+/// record was a second checksum call for every record replayed).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Frames {
+    generation: u64,
+    seed: u32,
+}
+
+impl Frames {
+    pub(crate) fn new(generation: u64) -> Self {
+        Frames {
+            generation,
+            seed: crc_seed(generation),
         }
-        _ => FrameRead::Torn,
+    }
+
+    /// What the bytes at the start of `region` hold, as [`read_frame`] says.
+    pub(crate) fn read(&self, region: &[u8]) -> FrameRead {
+        let generation = self.generation;
+        let Some(head) = region.get(..FRAME_SIZE) else {
+            return if region.iter().all(|&b| b == 0) {
+                FrameRead::Zero
+            } else {
+                FrameRead::Foreign
+            };
+        };
+        if head.iter().all(|&b| b == 0) {
+            return FrameRead::Zero;
+        }
+        let (Some(len), Some(gen_low), Some(crc)) = (
+            read_u32(head, FRAME_LEN_OFFSET),
+            read_u32(head, FRAME_GEN_OFFSET),
+            read_u32(head, FRAME_CRC_OFFSET),
+        ) else {
+            return FrameRead::Foreign;
+        };
+        if gen_low != generation as u32 {
+            return FrameRead::Foreign;
+        }
+        let len = len as usize;
+        let body = FRAME_SIZE
+            .checked_add(len)
+            .and_then(|end| region.get(FRAME_SIZE..end));
+        match body {
+            Some(body)
+                if len > 0 && (cfg!(fuzzing) || crc32c::crc32c_append(self.seed, body) == crc) =>
+            {
+                FrameRead::Record { len }
+            }
+            _ => FrameRead::Torn,
+        }
     }
 }
 

@@ -126,9 +126,10 @@ impl Journal {
         let mut bytes = vec![0_u8; to.saturating_sub(from)];
         self.storage.read(from, &mut bytes)?;
         let mut pos = 0;
+        let frames = format::Frames::new(self.generation);
         while pos < bytes.len() {
             let rest = bytes.get(pos..).unwrap_or_default();
-            match format::read_frame(rest, self.generation) {
+            match frames.read(rest) {
                 format::FrameRead::Record { len } => {
                     f(rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default())?;
                     pos += FRAME_SIZE + len;

@@ -319,7 +319,8 @@ fn proven_generation(c: &Candidate, min: u64) -> Option<u64> {
         return None;
     }
     let mut pos = HEADER_SIZE;
-    while let FrameRead::Record { len } = format::read_frame(c.bytes.get(pos..)?, g) {
+    let frames = format::Frames::new(g);
+    while let FrameRead::Record { len } = frames.read(c.bytes.get(pos..)?) {
         let body = c.bytes.get(pos + FRAME_SIZE..pos + FRAME_SIZE + len)?;
         if format::decode_commit(body) == Some(g) {
             return Some(g);
@@ -533,6 +534,7 @@ fn unattributed_generation(loser: &Candidate, elected: u64) -> u64 {
 /// that what stopped the replay was damage, not the end of the data.
 fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
     let needle = (generation as u32).to_le_bytes();
+    let frames = format::Frames::new(generation);
     let mut last = None;
     let mut search = from + 4;
     while let Some(found) = bytes
@@ -540,10 +542,7 @@ fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Option<usize
         .and_then(|h| memchr::memmem::find(h, &needle))
     {
         let frame_at = search + found - 4;
-        if let Some(FrameRead::Record { len }) = bytes
-            .get(frame_at..)
-            .map(|r| format::read_frame(r, generation))
-        {
+        if let Some(FrameRead::Record { len }) = bytes.get(frame_at..).map(|r| frames.read(r)) {
             last = Some(frame_at + FRAME_SIZE + len);
         }
         search += found + 1;

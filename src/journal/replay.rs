@@ -108,6 +108,7 @@ fn attempt(
     let mut decoded: Vec<Value> = Vec::new();
     let mut pos = HEADER_SIZE;
     let mut committed = false;
+    let frames = format::Frames::new(generation);
     let stop = loop {
         if pos >= limit {
             break if limit < bytes.len() {
@@ -117,7 +118,7 @@ fn attempt(
             };
         }
         let rest = bytes.get(pos..).unwrap_or_default();
-        match format::read_frame(rest, generation) {
+        match frames.read(rest) {
             FrameRead::Record { len } => {
                 let body = rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default();
                 apply(body, pos, &mut live, &mut decoded, decode).ok_or(pos)?;
