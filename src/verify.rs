@@ -21,7 +21,7 @@ use crate::journal::format::{
     self, FORMAT_VERSION, FRAME_SIZE, FrameRead, HEADER_SIZE, HEADER_USED, HeaderRead,
     STATE_COMMITTED, STATE_PENDING,
 };
-use crate::journal::recovery::{self, Tail};
+use crate::journal::recovery::{self, Note, Tail};
 use crate::journal::storage::Slot;
 use crate::options::MIN_BUFFER_SIZE;
 use crate::{Error, Result};
@@ -379,7 +379,6 @@ struct Election {
     generation: u64,
     end: usize,
     tail: Tail,
-    notes: Vec<String>,
 }
 
 fn check(base: PathBuf, files: [File; 2]) -> VerifyReport {
@@ -387,6 +386,7 @@ fn check(base: PathBuf, files: [File; 2]) -> VerifyReport {
     let backend =
         CopiedBackend::from_bytes(&base, files[0].bytes.to_vec(), files[1].bytes.to_vec());
     let all_zero = files.iter().all(|f| f.bytes.iter().all(|&b| b == 0));
+    let mut notes = Vec::new();
     let (election, live_keys, problem) = if all_zero {
         // Opening would initialize a new store here.
         (None, Some(0), None)
@@ -399,8 +399,8 @@ fn check(base: PathBuf, files: [File; 2]) -> VerifyReport {
                     generation: opened.active.generation(),
                     end: opened.active.end(),
                     tail: opened.tail.clone(),
-                    notes: opened.notes.iter().map(ToString::to_string).collect(),
                 };
+                notes = opened.notes;
                 (Some(election), Some(opened.entries.len() as u64), None)
             }
             Err(e) => (None, None, Some(e.to_string())),
@@ -413,8 +413,8 @@ fn check(base: PathBuf, files: [File; 2]) -> VerifyReport {
         .unwrap_or(0);
     let [a, b] = &files;
     let files = [
-        report(a, election.as_ref().filter(|e| e.index == 0), near),
-        report(b, election.as_ref().filter(|e| e.index == 1), near),
+        report(a, election.as_ref().filter(|e| e.index == 0), &notes, near),
+        report(b, election.as_ref().filter(|e| e.index == 1), &notes, near),
     ];
     let status = if problem.is_some() {
         Status::Unusable
@@ -432,9 +432,9 @@ fn check(base: PathBuf, files: [File; 2]) -> VerifyReport {
     }
 }
 
-/// The report on one file: from the election's replay if it was elected, else from a scan of
-/// its own records.
-fn report(file: &File, election: Option<&Election>, near: u64) -> JournalReport {
+/// The report on one file: what opening noted about it (at the place it noted), then, from
+/// the election's replay if it was elected, else from a scan of its own records.
+fn report(file: &File, election: Option<&Election>, notes: &[Note], near: u64) -> JournalReport {
     let header = file.header();
     let mut report = JournalReport {
         path: file.path.clone(),
@@ -447,18 +447,18 @@ fn report(file: &File, election: Option<&Election>, near: u64) -> JournalReport 
         damage: Vec::new(),
         elected: election.is_some(),
     };
+    for note in notes.iter().filter(|note| note.path == file.path) {
+        report.damage.push(Damage {
+            offset: note.offset as u64,
+            lost_bytes: note.lost_bytes as u64,
+            description: note.detail.clone(),
+        });
+    }
     if let Some(e) = election {
         let generation = e.generation;
         report.generation = Some(generation);
         report.records = scan(&file.bytes, generation, e.end).records;
         report.valid_len = e.end as u64;
-        for note in &e.notes {
-            report.damage.push(Damage {
-                offset: 0,
-                lost_bytes: 0,
-                description: note.clone(),
-            });
-        }
         match e.tail {
             Tail::Clean => {}
             Tail::Torn { offset } => report.torn_at = Some(offset as u64),
@@ -494,6 +494,11 @@ fn report(file: &File, election: Option<&Election>, near: u64) -> JournalReport 
     let scanned = scan(&file.bytes, generation, file.bytes.len());
     report.records = scanned.records;
     report.valid_len = scanned.end as u64;
+    // Opening may have said already what stops this file's records, and where.
+    let noted = report.damage.iter().any(|d| d.offset == scanned.end as u64);
+    if noted {
+        return report;
+    }
     if let Some(until) = valid_beyond(&file.bytes, scanned.end, generation) {
         let lost = until.saturating_sub(scanned.end);
         report.damage.push(Damage {
