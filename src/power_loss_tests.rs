@@ -76,35 +76,11 @@ use std::time::Instant;
 use crate::journal::format::{self, FRAME_SIZE};
 use crate::journal::storage::{DiskImage, DiskOp, MemBackend, PAGE, SECTOR, SectorFate, Slot};
 use crate::options::{Builder, Durability};
+use crate::testing::Rng;
 use crate::{Batch, Error, Event, KVStore, Value};
 
 /// Random runs by default (see the module docs for what they run and how long).
 const DEFAULT_RUNS: u64 = 200;
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-        rng.next();
-        rng
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn index(&mut self, n: usize) -> usize {
-        self.below(n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The model: writes, and the state after each prefix of them.
@@ -351,7 +327,7 @@ fn fixed_write(rng: &mut Rng) -> Write {
 
 fn random_value(rng: &mut Rng, max: u64) -> Value {
     match rng.below(3) {
-        0 => Value::Integer(rng.next() as i64),
+        0 => Value::Integer(rng.next_u64() as i64),
         1 => Value::from("v".repeat(rng.below(max) as usize)),
         _ => Value::from(vec![
             Value::Boolean(true),
@@ -596,7 +572,7 @@ fn power_loss(image: &DiskImage, rng: &mut Rng, fates: Fates) -> DiskImage {
                 0 => SectorFate::Old,
                 1 => SectorFate::New,
                 _ => SectorFate::Garbage {
-                    seed: rng.next(),
+                    seed: rng.next_u64(),
                     whole: false,
                 },
             }),

@@ -66,7 +66,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use resilient_kv::{Batch, Error, Event, KVStore, Value};
+use resilient_kv::testing::Rng;
+use resilient_kv::{Error, Event, KVStore, Value};
+
+mod support;
+use support::{Model, Write, apply_model, apply_store};
 
 /// Journal size of the fixture: small, so that a bit flip lands in data often.
 const BUFFER: usize = 32 * 1024;
@@ -95,74 +99,12 @@ const NAMES: [&str; 2] = ["store.jrna", "store.jrnb"];
 // ---------------------------------------------------------------------------------------------
 // Writes and the model.
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// splitmix64: a well-mixed seed for case `i` of a run, so each case can be rerun alone.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-#[derive(Debug, Clone)]
-enum Write {
-    Insert(String, Value),
-    Remove(String),
-    Batch(Vec<(String, Option<Value>)>),
-    Clear,
-}
-
-type Model = BTreeMap<String, Value>;
-
-fn apply_model(model: &mut Model, write: &Write) {
-    match write {
-        Write::Insert(k, v) => {
-            model.insert(k.clone(), v.clone());
-        }
-        Write::Remove(k) => {
-            model.remove(k);
-        }
-        Write::Batch(ops) => {
-            for (k, v) in ops {
-                match v {
-                    Some(v) => model.insert(k.clone(), v.clone()),
-                    None => model.remove(k),
-                };
-            }
-        }
-        Write::Clear => model.clear(),
-    }
-}
-
-fn apply_store(store: &KVStore, write: &Write) -> resilient_kv::Result<()> {
-    match write {
-        Write::Insert(k, v) => store.insert(k.clone(), v.clone()).map(drop),
-        Write::Remove(k) => store.remove(k).map(drop),
-        Write::Batch(ops) => {
-            let mut batch = Batch::new();
-            for (k, v) in ops {
-                match v {
-                    Some(v) => batch.insert(k.clone(), v.clone()),
-                    None => batch.remove(k.clone()),
-                };
-            }
-            store.write_batch(batch)
-        }
-        Write::Clear => store.clear(),
-    }
 }
 
 fn random_key(rng: &mut Rng) -> String {
@@ -176,7 +118,7 @@ fn random_key(rng: &mut Rng) -> String {
 
 fn random_value(rng: &mut Rng) -> Value {
     match rng.below(7) {
-        0 => Value::Integer(rng.next() as i64),
+        0 => Value::Integer(rng.next_u64() as i64),
         1 => Value::Unsigned(u64::MAX - rng.below(1000)),
         2 => Value::Float(rng.below(100_000) as f64 / 7.0),
         3 => Value::Boolean(rng.below(2) == 0),
@@ -334,7 +276,7 @@ fn build_fixture() -> Fixture {
         .max_size(MAX_SIZE)
         .open()
         .unwrap();
-    let mut rng = Rng(FIXTURE_SEED);
+    let mut rng = Rng::from_state(FIXTURE_SEED);
     let mut writes = Vec::new();
     let write = |writes: &mut Vec<Write>, w: Write| {
         apply_store(&store, &w).unwrap();
@@ -1012,7 +954,7 @@ fn random_bit_flips() {
     let mut runner = Runner::new("random_bit_flips");
     let fx = runner.fx;
     for case_seed in case_seeds {
-        let mut rng = Rng(case_seed | 1);
+        let mut rng = Rng::from_state(case_seed);
         let file = if rng.below(4) == 0 {
             1 - fx.active
         } else {

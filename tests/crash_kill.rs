@@ -14,46 +14,27 @@
 //! kill: the child's start, a random wait of 0.5 to 60 ms after its first acknowledged write,
 //! the reopen and the check (about 1,100 acknowledged writes checked per kill).
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use resilient_kv::{Batch, KVStore, Value};
+use resilient_kv::testing::Rng;
+use resilient_kv::{KVStore, Value};
+
+mod support;
+use support::{Model, Write, apply_model, apply_store};
 
 const CHILD_ENV: &str = "RKV_CRASH_CHILD";
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Step {
-    Insert(String, Value),
-    Remove(String),
-    Batch(Vec<(String, Option<Value>)>),
-    Clear,
-}
-
 /// The deterministic sequence of writes for `seed`.
-fn steps(seed: u64) -> impl Iterator<Item = Step> {
-    let mut rng = Rng(seed | 1);
+fn steps(seed: u64) -> impl Iterator<Item = Write> {
+    let mut rng = Rng::from_state(seed);
     std::iter::from_fn(move || {
         let key = |rng: &mut Rng| format!("key{:03}", rng.below(150));
         let value = |rng: &mut Rng| match rng.below(3) {
-            0 => Value::Integer(rng.next() as i64),
+            0 => Value::Integer(rng.next_u64() as i64),
             1 => Value::from("v".repeat(rng.below(200) as usize)),
             _ => Value::from(vec![
                 Value::Boolean(true),
@@ -61,9 +42,9 @@ fn steps(seed: u64) -> impl Iterator<Item = Step> {
             ]),
         };
         Some(match rng.below(100) {
-            0 => Step::Clear,
-            1..=15 => Step::Remove(key(&mut rng)),
-            16..=25 => Step::Batch(
+            0 => Write::Clear,
+            1..=15 => Write::Remove(key(&mut rng)),
+            16..=25 => Write::Batch(
                 (0..2 + rng.below(4))
                     .map(|_| {
                         let k = key(&mut rng);
@@ -78,30 +59,10 @@ fn steps(seed: u64) -> impl Iterator<Item = Step> {
             ),
             _ => {
                 let k = key(&mut rng);
-                Step::Insert(k, value(&mut rng))
+                Write::Insert(k, value(&mut rng))
             }
         })
     })
-}
-
-fn apply_model(model: &mut HashMap<String, Value>, step: &Step) {
-    match step {
-        Step::Insert(k, v) => {
-            model.insert(k.clone(), v.clone());
-        }
-        Step::Remove(k) => {
-            model.remove(k);
-        }
-        Step::Batch(ops) => {
-            for (k, v) in ops {
-                match v {
-                    Some(v) => model.insert(k.clone(), v.clone()),
-                    None => model.remove(k),
-                };
-            }
-        }
-        Step::Clear => model.clear(),
-    }
 }
 
 fn open(base: &std::path::Path) -> KVStore {
@@ -132,21 +93,7 @@ fn crash_child_entry() {
         });
     }
     for (i, step) in steps(seed).enumerate() {
-        match step {
-            Step::Insert(k, v) => drop(store.insert(k, v).unwrap()),
-            Step::Remove(k) => drop(store.remove(&k).unwrap()),
-            Step::Batch(ops) => {
-                let mut batch = Batch::new();
-                for (k, v) in ops {
-                    match v {
-                        Some(v) => batch.insert(k, v),
-                        None => batch.remove(k),
-                    };
-                }
-                store.write_batch(batch).unwrap();
-            }
-            Step::Clear => store.clear().unwrap(),
-        }
+        apply_store(&store, &step).unwrap();
         // Acknowledged: writes 0..=i have returned.
         println!("ack {}", i + 1);
     }
@@ -166,7 +113,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let exe = std::env::current_exe().unwrap();
-    let mut timing = Rng(first_seed.wrapping_mul(0x9e37_79b9) | 1);
+    let mut timing = Rng::from_state(first_seed.wrapping_mul(0x9e37_79b9));
     let mut total_acked = 0;
     for round in 0..kills {
         let seed = first_seed + round;
@@ -226,8 +173,8 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         assert!(n > 0, "seed {seed}: the child never acknowledged a write");
         total_acked += n;
 
-        let steps: Vec<Step> = steps(seed).take(n as usize + 1).collect();
-        let mut model = HashMap::new();
+        let steps: Vec<Write> = steps(seed).take(n as usize + 1).collect();
+        let mut model = Model::new();
         for step in &steps[..n as usize] {
             apply_model(&mut model, step);
         }
@@ -243,7 +190,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                      RKV_CRASH_SEED={seed} RKV_CRASH_KILLS=1"
                 )
             });
-        let found = store.as_hashmap();
+        let found: Model = store.as_hashmap().into_iter().collect();
         assert!(
             found == model || found == with_next,
             "seed {seed}: after {n} acknowledged writes the store holds neither the model nor \
