@@ -126,7 +126,7 @@ impl KVStore {
         let map: Map = opened
             .entries
             .into_iter()
-            .map(|(k, v)| (k.into(), std::sync::Arc::new(v)))
+            .map(|(k, v)| (k, std::sync::Arc::new(v)))
             .collect();
         w.seq += 1;
         let (published, publisher) = Publisher::new(map, w.seq);
@@ -173,7 +173,7 @@ impl KVStore {
         let map: Map = opened
             .entries
             .into_iter()
-            .map(|(k, v)| (k.into(), std::sync::Arc::new(v)))
+            .map(|(k, v)| (k, std::sync::Arc::new(v)))
             .collect();
         let open_events = loss_events(&opened.active, &opened.tail, &opened.notes);
         let opened_highest = opened.highest_generation;

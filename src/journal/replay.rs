@@ -16,8 +16,8 @@ use crate::bonjson::{self, DecodeOptions};
 
 /// The result of a replay.
 pub(crate) struct Replayed {
-    /// The live entries.
-    pub(crate) entries: Vec<(String, Value)>,
+    /// The live entries (keys shared-ready: the map holds them as `Arc<str>`).
+    pub(crate) entries: Vec<(std::sync::Arc<str>, Value)>,
     /// End of the last record applied.
     pub(crate) end: usize,
     /// Why the replay stopped (`Torn` also for a malformed record).
@@ -135,7 +135,7 @@ fn attempt(
             Pending::Decoded(i, offset) => (decoded.get_mut(i).map(std::mem::take), offset),
         };
         match (std::str::from_utf8(key.as_bytes()), value) {
-            (Ok(key), Some(value)) => entries.push((key.to_owned(), value)),
+            (Ok(key), Some(value)) => entries.push((key.into(), value)),
             _ => return Err(offset),
         }
     }
