@@ -69,6 +69,7 @@ use std::time::{Duration, Instant};
 use resilient_kv::testing::Rng;
 use resilient_kv::{Error, Event, KVStore, Value};
 
+#[path = "../support/mod.rs"]
 mod support;
 use support::{Model, Write, apply_model, apply_store};
 
