@@ -34,7 +34,7 @@ pub fn replay_bytes(records: &[u8], generation: u64) -> usize {
 }
 
 /// A small seeded pseudo-random generator (xorshift64, shifts 13/7/17) for the randomized
-/// tests (`tests/corruption.rs`, `tests/crash_kill.rs`, the library's power-loss tests): the
+/// tests (`tests/corruption/`, `tests/crash_kill.rs`, the library's power-loss tests): the
 /// same seed always gives the same sequence, so every failure can be rerun from its seed. Not
 /// for anything that needs good or unpredictable randomness.
 #[derive(Debug, Clone)]

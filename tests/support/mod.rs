@@ -1,5 +1,5 @@
 //! Shared by the integration tests that replay a seeded sequence of writes against a map model
-//! (`corruption.rs`, `crash_kill.rs`): the writes, and applying one to the model or to a store.
+//! (`corruption/`, `crash_kill.rs`): the writes, and applying one to the model or to a store.
 
 use std::collections::BTreeMap;
 
