@@ -6,6 +6,7 @@
 //! malformed (a bug or a forged file) ends the replay at that record, as damage does.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use super::format::{
     self, FRAME_SIZE, FrameRead, HEADER_SIZE, MAX_KEY_LEN, OP_BATCH, OP_CLEAR, OP_COMMIT,
@@ -83,11 +84,72 @@ impl Eq for Key<'_> {}
 
 type Table<'a> = HashMap<Key<'a>, Pending<'a>, foldhash::fast::RandomState>;
 
+/// Journals at least this large replay on two threads (below it, starting a thread costs
+/// more than it saves).
+const PARALLEL_FROM: usize = 4 << 20;
+
+/// Which keys one replay worker applies: those whose hash (under a hasher shared by the
+/// workers, independent of the tables' own) falls in its share.
+#[derive(Clone, Copy)]
+struct Share<'h> {
+    hasher: &'h foldhash::fast::RandomState,
+    index: u64,
+    count: u64,
+}
+
+impl Share<'_> {
+    fn holds(&self, key: &[u8]) -> bool {
+        self.count == 1 || self.hasher.hash_one(key) % self.count == self.index
+    }
+}
+
 /// Replays the records of `generation` in `bytes` (a whole journal file).
 pub(crate) fn replay(bytes: &[u8], generation: u64, decode: &DecodeOptions) -> Replayed {
+    let workers = if cfg!(loom) || bytes.len() < PARALLEL_FROM {
+        1
+    } else {
+        2
+    };
+    replay_on(bytes, generation, decode, workers)
+}
+
+/// [`replay`] with `workers` threads. Every worker reads and checks every record (so all agree
+/// on where the replay stops and on which record is malformed) but keeps only its share of the
+/// keys: the hash-table work, which misses the cache on nearly every record, is what divides.
+fn replay_on(bytes: &[u8], generation: u64, decode: &DecodeOptions, workers: u64) -> Replayed {
+    let hasher = foldhash::fast::RandomState::default();
+    let count = workers.max(1);
+    let share = |index| Share {
+        hasher: &hasher,
+        index,
+        count,
+    };
     let mut limit = bytes.len();
     loop {
-        match attempt(bytes, limit, generation, decode) {
+        let run = |share| attempt(bytes, limit, generation, decode, share);
+        let outcomes: Vec<Result<Replayed, usize>> = if count == 1 {
+            vec![run(share(0))]
+        } else {
+            std::thread::scope(|scope| {
+                let others: Vec<_> = (1..count)
+                    .map(|index| {
+                        let mine = share(index);
+                        scope.spawn(move || run(mine))
+                    })
+                    .collect();
+                let mut outcomes = vec![run(share(0))];
+                for other in others {
+                    // Replay has no panicking paths; if one did panic, the open fails as it
+                    // would on one thread.
+                    match other.join() {
+                        Ok(outcome) => outcomes.push(outcome),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    }
+                }
+                outcomes
+            })
+        };
+        match merge(outcomes) {
             Ok(replayed) => return replayed,
             // A malformed record: replay again, stopping before it. (`bad` is always a record
             // start below `limit`; the `min` only guarantees progress.)
@@ -96,11 +158,33 @@ pub(crate) fn replay(bytes: &[u8], generation: u64, decode: &DecodeOptions) -> R
     }
 }
 
+/// One replay from the workers' parts: their entries together; where it stopped is the same
+/// in every part. The earliest malformed record any worker found wins.
+fn merge(outcomes: Vec<Result<Replayed, usize>>) -> Result<Replayed, usize> {
+    let mut merged: Option<Replayed> = None;
+    let mut bad: Option<usize> = None;
+    for outcome in outcomes {
+        match outcome {
+            Err(at) => bad = Some(bad.map_or(at, |b| b.min(at))),
+            Ok(part) => match &mut merged {
+                None => merged = Some(part),
+                Some(all) => all.entries.extend(part.entries),
+            },
+        }
+    }
+    match (bad, merged) {
+        (Some(at), _) => Err(at),
+        (None, Some(all)) => Ok(all),
+        (None, None) => Err(HEADER_SIZE),
+    }
+}
+
 fn attempt(
     bytes: &[u8],
     limit: usize,
     generation: u64,
     decode: &DecodeOptions,
+    share: Share<'_>,
 ) -> Result<Replayed, usize> {
     // A randomly seeded fast hasher: this map only lives during open, and SipHash was a fifth
     // of the replay's instructions (the wall time is dominated by cache misses regardless).
@@ -121,7 +205,7 @@ fn attempt(
         match frames.read(rest) {
             FrameRead::Record { len } => {
                 let body = rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default();
-                apply(body, pos, &mut live, &mut decoded, decode).ok_or(pos)?;
+                apply(body, pos, share, &mut live, &mut decoded, decode).ok_or(pos)?;
                 committed |= format::decode_commit(body) == Some(generation);
                 pos += FRAME_SIZE + len;
             }
@@ -151,6 +235,7 @@ fn attempt(
 fn apply<'a>(
     body: &'a [u8],
     offset: usize,
+    share: Share<'_>,
     live: &mut Table<'a>,
     decoded: &mut Vec<Value>,
     decode: &DecodeOptions,
@@ -159,14 +244,18 @@ fn apply<'a>(
     match code {
         OP_PUT => {
             let (key, value) = key_and_rest(rest)?;
-            live.insert(Key::new(key), Pending::Raw(value, offset));
+            if share.holds(key) {
+                live.insert(Key::new(key), Pending::Raw(value, offset));
+            }
         }
         OP_DELETE => {
             let (key, rest) = key_and_rest(rest)?;
             if !rest.is_empty() {
                 return None;
             }
-            live.remove(&Key::new(key));
+            if share.holds(key) {
+                live.remove(&Key::new(key));
+            }
         }
         OP_CLEAR if rest.is_empty() => {
             live.clear();
@@ -184,12 +273,16 @@ fn apply<'a>(
                 match code {
                     OP_PUT => {
                         let (value, used) = bonjson::decode_prefix(after, decode).ok()?;
-                        decoded.push(value);
-                        live.insert(Key::new(key), Pending::Decoded(decoded.len() - 1, offset));
+                        if share.holds(key) {
+                            decoded.push(value);
+                            live.insert(Key::new(key), Pending::Decoded(decoded.len() - 1, offset));
+                        }
                         rest = after.get(used..)?;
                     }
                     OP_DELETE => {
-                        live.remove(&Key::new(key));
+                        if share.holds(key) {
+                            live.remove(&Key::new(key));
+                        }
                         rest = after;
                     }
                     _ => return None,
@@ -222,4 +315,96 @@ fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bonjson::Limits;
+    use crate::journal::format::Op;
+    use crate::testing::Rng;
+
+    const GENERATION: u64 = 7;
+
+    /// A journal of `GENERATION`: a header page, then records of random puts, deletes,
+    /// batches, clears and one commit marker, then zeros.
+    fn journal(rng: &mut Rng, records: usize) -> Vec<u8> {
+        let seed = format::crc_seed(GENERATION);
+        let mut bytes = vec![0_u8; HEADER_SIZE];
+        let mut body = Vec::new();
+        let key = |rng: &mut Rng| format!("k{}", rng.below(300));
+        for i in 0..records {
+            body.clear();
+            let ops = match rng.below(40) {
+                0 => vec![Op::Clear],
+                1..=4 => (0..1 + rng.below(4))
+                    .map(|_| match rng.below(3) {
+                        0 => Op::Delete(key(rng)),
+                        _ => Op::Put(key(rng), Value::Integer(rng.below(1000) as i64)),
+                    })
+                    .collect(),
+                5..=9 => vec![Op::Delete(key(rng))],
+                _ => vec![Op::Put(key(rng), Value::from(format!("v{i}")))],
+            };
+            if i == records / 3 {
+                body.extend_from_slice(&format::encode_commit(GENERATION));
+            } else {
+                format::encode_body(&ops, &Limits::default(), &mut body).unwrap();
+            }
+            bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &body));
+            bytes.extend_from_slice(&body);
+        }
+        bytes.resize(bytes.len() + 4096, 0);
+        bytes
+    }
+
+    fn outcome(replayed: Replayed) -> (Vec<(String, Value)>, usize, FrameRead, bool) {
+        let mut entries: Vec<(String, Value)> = replayed
+            .entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        (entries, replayed.end, replayed.stop, replayed.committed)
+    }
+
+    /// Two and three workers replay exactly what one does, on intact journals and on journals
+    /// with flipped bits, truncations and forged (checksum-valid but malformed) records.
+    #[test]
+    fn parallel_replay_equals_sequential_replay() {
+        let mut rng = Rng::new(42);
+        let decode = DecodeOptions::default();
+        for case in 0..300 {
+            let records = 200 + rng.index(400);
+            let mut bytes = journal(&mut rng, records);
+            match case % 3 {
+                0 => {}
+                1 => {
+                    let at = HEADER_SIZE + rng.index(bytes.len() - HEADER_SIZE);
+                    bytes[at] ^= 1 << rng.below(8);
+                }
+                _ => {
+                    let at = HEADER_SIZE + rng.index(bytes.len() - HEADER_SIZE);
+                    bytes.truncate(at);
+                }
+            }
+            let one = outcome(replay_on(&bytes, GENERATION, &decode, 1));
+            for workers in [2, 3] {
+                let many = outcome(replay_on(&bytes, GENERATION, &decode, workers));
+                assert_eq!(many, one, "case {case}, {workers} workers");
+            }
+        }
+        // A record whose checksum holds but whose body is malformed ends the replay there.
+        let mut bytes = journal(&mut rng, 300);
+        let seed = format::crc_seed(GENERATION);
+        let end = HEADER_SIZE + bytes[HEADER_SIZE..].len() - 4096;
+        let forged = [OP_PUT, 0xff];
+        bytes.truncate(end);
+        bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &forged));
+        bytes.extend_from_slice(&forged);
+        bytes.extend_from_slice(&journal(&mut rng, 50)[HEADER_SIZE..]);
+        let one = outcome(replay_on(&bytes, GENERATION, &decode, 1));
+        assert_eq!(one.1, end);
+        assert_eq!(outcome(replay_on(&bytes, GENERATION, &decode, 2)), one);
+    }
 }
