@@ -6,7 +6,7 @@
 //! malformed (a bug or a forged file) ends the replay at that record, as damage does.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault};
 
 use super::format::{
     self, FRAME_SIZE, FrameRead, HEADER_SIZE, MAX_KEY_LEN, OP_BATCH, OP_CLEAR, OP_COMMIT,
@@ -68,12 +68,6 @@ impl<'a> Key<'a> {
     }
 }
 
-impl std::hash::Hash for Key<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
-}
-
 impl PartialEq for Key<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.as_bytes() == other.as_bytes()
@@ -82,14 +76,48 @@ impl PartialEq for Key<'_> {
 
 impl Eq for Key<'_> {}
 
-type Table<'a> = HashMap<Key<'a>, Pending<'a>, foldhash::fast::RandomState>;
+/// A key with its hash, computed once per operation and used both to pick the worker and by
+/// that worker's table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Hashed<'a> {
+    hash: u64,
+    key: Key<'a>,
+}
+
+impl std::hash::Hash for Hashed<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Hands a [`Hashed`] key's hash to the table unchanged.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is ever called; fold anything else in rather than drop it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
+type Table<'a> = HashMap<Hashed<'a>, Pending<'a>, BuildHasherDefault<PassThrough>>;
 
 /// Journals at least this large replay on two threads (below it, starting a thread costs
 /// more than it saves).
 const PARALLEL_FROM: usize = 4 << 20;
 
-/// Which keys one replay worker applies: those whose hash (under a hasher shared by the
-/// workers, independent of the tables' own) falls in its share.
+/// Which keys one replay worker applies: those whose hash (randomly seeded per replay, shared
+/// by the workers) falls in its share. The share is taken from bits 24 to 55 of the hash, which
+/// the tables use neither for the bucket (low bits) nor for the tag (top seven bits).
 #[derive(Clone, Copy)]
 struct Share<'h> {
     hasher: &'h foldhash::fast::RandomState,
@@ -97,9 +125,15 @@ struct Share<'h> {
     count: u64,
 }
 
-impl Share<'_> {
-    fn holds(&self, key: &[u8]) -> bool {
-        self.count == 1 || self.hasher.hash_one(key) % self.count == self.index
+impl<'h> Share<'h> {
+    /// `key` with its hash if it is this worker's.
+    fn take<'a>(&self, key: &'a [u8]) -> Option<Hashed<'a>> {
+        let hash = self.hasher.hash_one(key);
+        let share = ((hash >> 24) & 0xffff_ffff).wrapping_mul(self.count) >> 32;
+        (share == self.index).then(|| Hashed {
+            hash,
+            key: Key::new(key),
+        })
     }
 }
 
@@ -186,8 +220,8 @@ fn attempt(
     decode: &DecodeOptions,
     share: Share<'_>,
 ) -> Result<Replayed, usize> {
-    // A randomly seeded fast hasher: this map only lives during open, and SipHash was a fifth
-    // of the replay's instructions (the wall time is dominated by cache misses regardless).
+    // Keys arrive hashed (by a randomly seeded fast hasher: these tables only live during
+    // open, and SipHash was a fifth of the replay's instructions).
     let mut live: Table<'_> = HashMap::default();
     let mut decoded: Vec<Value> = Vec::new();
     let mut pos = HEADER_SIZE;
@@ -218,7 +252,7 @@ fn attempt(
             Pending::Raw(raw, offset) => (bonjson::decode_with(raw, decode).ok(), offset),
             Pending::Decoded(i, offset) => (decoded.get_mut(i).map(std::mem::take), offset),
         };
-        match (std::str::from_utf8(key.as_bytes()), value) {
+        match (std::str::from_utf8(key.key.as_bytes()), value) {
             (Ok(key), Some(value)) => entries.push((key.into(), value)),
             _ => return Err(offset),
         }
@@ -244,8 +278,8 @@ fn apply<'a>(
     match code {
         OP_PUT => {
             let (key, value) = key_and_rest(rest)?;
-            if share.holds(key) {
-                live.insert(Key::new(key), Pending::Raw(value, offset));
+            if let Some(key) = share.take(key) {
+                live.insert(key, Pending::Raw(value, offset));
             }
         }
         OP_DELETE => {
@@ -253,8 +287,8 @@ fn apply<'a>(
             if !rest.is_empty() {
                 return None;
             }
-            if share.holds(key) {
-                live.remove(&Key::new(key));
+            if let Some(key) = share.take(key) {
+                live.remove(&key);
             }
         }
         OP_CLEAR if rest.is_empty() => {
@@ -273,15 +307,15 @@ fn apply<'a>(
                 match code {
                     OP_PUT => {
                         let (value, used) = bonjson::decode_prefix(after, decode).ok()?;
-                        if share.holds(key) {
+                        if let Some(key) = share.take(key) {
                             decoded.push(value);
-                            live.insert(Key::new(key), Pending::Decoded(decoded.len() - 1, offset));
+                            live.insert(key, Pending::Decoded(decoded.len() - 1, offset));
                         }
                         rest = after.get(used..)?;
                     }
                     OP_DELETE => {
-                        if share.holds(key) {
-                            live.remove(&Key::new(key));
+                        if let Some(key) = share.take(key) {
+                            live.remove(&key);
                         }
                         rest = after;
                     }
