@@ -9,7 +9,7 @@ use crate::events::Event;
 use crate::journal::Journal;
 use crate::journal::format::{self, HEADER_SIZE, Op};
 use crate::options::{Builder, Durability};
-use crate::snapshot::{Change, Publisher, Version};
+use crate::snapshot::{Change, ChangeKey, Publisher, Version};
 use crate::stats::Counters;
 use crate::sync::channel::Sender;
 use crate::sync::{Arc, ArcSwap, AtomicBool, Condvar, Mutex};
@@ -233,8 +233,8 @@ impl Shared {
 
         let mut changes = std::mem::take(&mut w.changes);
         changes.extend(ops.into_iter().map(|op| match op {
-            Op::Put(key, value) => Change::Put(key.into(), std::sync::Arc::new(value)),
-            Op::Delete(key) => Change::Delete(key.into()),
+            Op::Put(key, value) => Change::Put(ChangeKey::new(key), std::sync::Arc::new(value)),
+            Op::Delete(key) => Change::Delete(ChangeKey::new(key)),
             Op::Clear => Change::Clear,
         }));
         w.seq += 1;

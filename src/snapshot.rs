@@ -36,13 +36,26 @@ pub(crate) struct Version {
     pub(crate) seq: u64,
 }
 
-/// One change, shared by both copies of the map (keys and values are reference-counted, so
-/// applying it twice copies nothing).
-#[derive(Clone)]
+/// One change, applied to both copies of the map (values are reference-counted, so applying
+/// it twice copies nothing).
 pub(crate) enum Change {
-    Put(std::sync::Arc<str>, std::sync::Arc<Value>),
-    Delete(std::sync::Arc<str>),
+    Put(ChangeKey, std::sync::Arc<Value>),
+    Delete(ChangeKey),
     Clear,
+}
+
+/// A key as a change carries it: the caller's string, and the map's shared `Arc<str>` once a
+/// copy of the map needed one (the key was new). Overwriting or removing a present key never
+/// allocates one: the map keeps the key it has.
+pub(crate) struct ChangeKey {
+    text: String,
+    shared: Option<std::sync::Arc<str>>,
+}
+
+impl ChangeKey {
+    pub(crate) fn new(text: String) -> Self {
+        ChangeKey { text, shared: None }
+    }
 }
 
 /// How long the writer waits for a reader to let go of the spare before cloning it instead.
@@ -106,11 +119,11 @@ impl Publisher {
         }
         let mut previous = None;
         if let Some(version) = Arc::get_mut(&mut spare) {
-            for change in self.lag.drain(..) {
-                apply(&mut version.map, change);
+            for mut change in self.lag.drain(..) {
+                apply(&mut version.map, &mut change);
             }
-            for (i, change) in changes.iter().enumerate() {
-                let old = apply(&mut version.map, change.clone());
+            for (i, change) in changes.iter_mut().enumerate() {
+                let old = apply(&mut version.map, change);
                 if i == 0 && want_previous {
                     previous = old.map(|v| Value::clone(&v));
                 }
@@ -124,10 +137,18 @@ impl Publisher {
     }
 }
 
-fn apply(map: &mut Map, change: Change) -> Option<std::sync::Arc<Value>> {
+fn apply(map: &mut Map, change: &mut Change) -> Option<std::sync::Arc<Value>> {
     match change {
-        Change::Put(key, value) => map.insert(key, value),
-        Change::Delete(key) => map.remove(&*key),
+        Change::Put(key, value) => match map.get_mut(key.text.as_str()) {
+            Some(slot) => Some(std::mem::replace(slot, std::sync::Arc::clone(value))),
+            None => {
+                let shared = key
+                    .shared
+                    .get_or_insert_with(|| std::sync::Arc::from(key.text.as_str()));
+                map.insert(std::sync::Arc::clone(shared), std::sync::Arc::clone(value))
+            }
+        },
+        Change::Delete(key) => map.remove(key.text.as_str()),
         Change::Clear => {
             *map = Map::default();
             None
