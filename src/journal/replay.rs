@@ -165,19 +165,27 @@ fn replay_on(bytes: &[u8], generation: u64, decode: &DecodeOptions, workers: u64
             vec![run(share(0))]
         } else {
             std::thread::scope(|scope| {
+                // A worker thread that cannot be started (the system is out of threads) is
+                // replaced by doing its share here afterwards: slower, never a failed open.
                 let others: Vec<_> = (1..count)
                     .map(|index| {
                         let mine = share(index);
-                        scope.spawn(move || run(mine))
+                        std::thread::Builder::new()
+                            .name("rkv-replay".into())
+                            .spawn_scoped(scope, move || run(mine))
+                            .map_err(|_| mine)
                     })
                     .collect();
                 let mut outcomes = vec![run(share(0))];
                 for other in others {
-                    // Replay has no panicking paths; if one did panic, the open fails as it
-                    // would on one thread.
-                    match other.join() {
-                        Ok(outcome) => outcomes.push(outcome),
-                        Err(panic) => std::panic::resume_unwind(panic),
+                    match other {
+                        Ok(thread) => match thread.join() {
+                            Ok(outcome) => outcomes.push(outcome),
+                            // Replay has no panicking paths; if one did panic, the open fails
+                            // as it would on one thread.
+                            Err(panic) => std::panic::resume_unwind(panic),
+                        },
+                        Err(mine) => outcomes.push(run(mine)),
                     }
                 }
                 outcomes
