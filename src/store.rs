@@ -123,11 +123,7 @@ impl KVStore {
             return Ok(false);
         }
         let events = loss_events(&opened.active, &opened.tail, &opened.notes);
-        let map: Map = opened
-            .entries
-            .into_iter()
-            .map(|(k, v)| (k, std::sync::Arc::new(v)))
-            .collect();
+        let map = map_of(opened.entries);
         w.seq += 1;
         let (published, publisher) = Publisher::new(map, w.seq);
         w.publisher = publisher;
@@ -170,11 +166,7 @@ impl KVStore {
                 .sync()
                 .map_err(crate::error::io_err("fdatasync", storage.path()))?;
         }
-        let map: Map = opened
-            .entries
-            .into_iter()
-            .map(|(k, v)| (k, std::sync::Arc::new(v)))
-            .collect();
+        let map = map_of(opened.entries);
         let open_events = loss_events(&opened.active, &opened.tail, &opened.notes);
         let opened_highest = opened.highest_generation;
         let stats = Counters::default();
@@ -391,6 +383,14 @@ impl Drop for KVStore {
             let _ = self.shared.sync_through(None);
         }
     }
+}
+
+/// The published map of a replay's entries.
+fn map_of(entries: Vec<(std::sync::Arc<str>, Value)>) -> Map {
+    entries
+        .into_iter()
+        .map(|(k, v)| (k, std::sync::Arc::new(v)))
+        .collect()
 }
 
 fn loss_events(active: &Journal, tail: &Tail, notes: &[Note]) -> Vec<Event> {
