@@ -17,7 +17,7 @@ use crate::bonjson::{self, DecodeOptions};
 
 /// The result of a replay.
 pub(crate) struct Replayed {
-    /// The live entries (keys shared-ready: the map holds them as `Arc<str>`).
+    /// The live entries, keys already in the type the map holds (`Arc<str>`).
     pub(crate) entries: Vec<(std::sync::Arc<str>, Value)>,
     /// End of the last record applied.
     pub(crate) end: usize,
