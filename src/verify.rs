@@ -338,27 +338,6 @@ fn scan(bytes: &[u8], generation: u64, limit: usize) -> Scan {
     }
 }
 
-/// The end of the last valid record of `generation` starting after `from`, if any: proof
-/// that what stopped the records at `from` was damage, not the end of the data.
-fn valid_beyond(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
-    let needle = (generation as u32).to_le_bytes();
-    let mut last = None;
-    let mut search = from + 1 + 4;
-    let frames = format::Frames::new(generation);
-    while let Some(found) = bytes
-        .get(search..)
-        .and_then(|rest| memchr::memmem::find(rest, &needle))
-    {
-        let frame_at = search + found - 4;
-        if let Some(FrameRead::Record { len }) = bytes.get(frame_at..).map(|rest| frames.read(rest))
-        {
-            last = Some(frame_at + FRAME_SIZE + len);
-        }
-        search += found + 1;
-    }
-    last
-}
-
 fn describe_stop(bytes: &[u8], offset: usize, generation: u64) -> &'static str {
     match bytes
         .get(offset..)
@@ -499,7 +478,7 @@ fn report(file: &File, election: Option<&Election>, notes: &[Note], near: u64) -
     if noted {
         return report;
     }
-    if let Some(until) = valid_beyond(&file.bytes, scanned.end, generation) {
+    if let Some(until) = recovery::next_valid_record(&file.bytes, scanned.end + 1, generation) {
         let lost = until.saturating_sub(scanned.end);
         report.damage.push(Damage {
             offset: scanned.end as u64,

@@ -531,8 +531,8 @@ fn unattributed_generation(loser: &Candidate, elected: u64) -> u64 {
 }
 
 /// The end of the last record of `generation` that starts at or after `from`, if any: proof
-/// that what stopped the replay was damage, not the end of the data.
-fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
+/// that what stopped the replay was damage, not the end of the data (`verify` asks the same).
+pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
     let needle = (generation as u32).to_le_bytes();
     let frames = format::Frames::new(generation);
     let mut last = None;
