@@ -3,11 +3,14 @@
 //! the size of the map.
 //!
 //! Steps (see `docs/design.md` for the crash analysis of each):
-//! 1. Under the writer lock, take the current map (an O(1) persistent-map clone) and the active
-//!    journal's end position `start`.
-//! 2. Without the lock: mark the inactive journal `PENDING` for generation `g + 1` (flushed, so
-//!    it can never be elected half-written), write one record per live key, growing the file
-//!    first if the live data would not sit comfortably under the high-water mark.
+//! 1. Under the writer lock, take the active journal's end position `start`.
+//! 2. Without the lock: find the live keys of the active journal's records below `start` (they
+//!    never change, and they are the map as of `start`), mark the inactive journal `PENDING`
+//!    for generation `g + 1` (flushed, so it can never be elected half-written), and copy one
+//!    record per live key, growing the file first if the live data would not sit comfortably
+//!    under the high-water mark. No version of the in-memory map is held, so writers keep
+//!    updating it in place. Only if those records do not read back (damage under the running
+//!    store) is the map written instead, as of a new `start`.
 //! 3. Without the lock: copy the records appended since `start` (they are immutable once
 //!    written), in rounds, until little remains; flush.
 //! 4. Under the lock: copy the last few records, append the commit marker, write the
@@ -19,10 +22,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::bonjson::DecodeOptions;
 use crate::events::Event;
 use crate::journal::Journal;
 use crate::journal::format::{self, HEADER_SIZE};
 use crate::journal::recovery::append_commit_marker;
+use crate::journal::replay::LiveRecord;
 use crate::shared::Shared;
 use crate::snapshot::Map;
 use crate::sync::channel::{Receiver, Sender};
@@ -49,6 +54,13 @@ pub(crate) fn spawn(
 }
 
 fn run(shared: &Shared, commands: &Receiver<Command>) {
+    // The journal the store opened on: have its pages ready before writers reach them. (Not
+    // under loom: its storage has no pages, and the extra lock would only multiply the models'
+    // interleavings.)
+    if !cfg!(loom) {
+        let opened = Arc::clone(&shared.writer.lock().active);
+        opened.prefault_tail();
+    }
     while let Ok(command) = commands.recv() {
         let Command::Compact { reply } = command else {
             break;
@@ -152,15 +164,13 @@ fn compact_into(
     target: &mut Arc<Journal>,
     started: Instant,
 ) -> std::result::Result<(), (Error, Arc<Journal>)> {
-    let (snapshot, start, active, room_needed, mut generation) = {
+    let (mut start, active, room_needed, mut generation) = {
         let mut w = shared.writer.lock();
         // A generation is never used twice: a failed attempt may have left records of its
         // generation in the file, and a later attempt reusing the number would replay them.
         let generation = w.next_generation.max(w.active.generation() + 1);
         w.next_generation = generation + 1;
-        // Under the writer lock the published version matches the journal's end exactly.
         (
-            shared.published.load_full(),
             w.active.end(),
             Arc::clone(&w.active),
             w.room_needed,
@@ -177,7 +187,33 @@ fn compact_into(
         crate::sync::back_off();
     };
     let fail = |e: Error, t: &Arc<Journal>| (e, Arc::clone(t));
-    match write_snapshot(shared, journal, generation, &snapshot.map, room_needed) {
+    // The active journal's records below `start` are the map as of `start`: copy its live
+    // records. No version of the published map is held meanwhile, so writers keep updating it
+    // in place (holding one made every write copy tree nodes, and freeing the values it kept
+    // alive, all at once when the compaction ended, stalled the writer in the allocator).
+    let from_records = active.with_live_records(start, &DecodeOptions::default(), |records| {
+        records.map(|records| {
+            write_snapshot(shared, journal, generation, room_needed, &mut |j| {
+                write_records(shared, j, &records)
+            })
+        })
+    });
+    let written = match from_records {
+        Ok(Some(outcome)) => outcome,
+        // The records below the end did not read back (the file was damaged under the store):
+        // the map in memory is the truth; write it, as of a new start.
+        Ok(None) | Err(_) => {
+            let snapshot = {
+                let w = shared.writer.lock();
+                start = w.active.end();
+                shared.published.load_full()
+            };
+            write_snapshot(shared, journal, generation, room_needed, &mut |j| {
+                write_entries(shared, j, &snapshot.map)
+            })
+        }
+    };
+    match written {
         Ok(used) => generation = used,
         Err(e) => return Err(fail(e, target)),
     }
@@ -253,6 +289,7 @@ fn compact_into(
         .inactive_used
         .store(bytes_before, Ordering::Relaxed);
     *shared.inactive.lock() = Some(retired);
+    new_active.prefault_tail();
     if let Err(e) = new_active.flush() {
         shared.poison(format!("flushing the new journal failed: {e}"));
     }
@@ -288,8 +325,8 @@ fn write_snapshot(
     shared: &Shared,
     journal: &mut Journal,
     mut generation: u64,
-    map: &Map,
     room_needed: usize,
+    write: &mut dyn FnMut(&Journal) -> std::result::Result<(), Stop>,
 ) -> Result<u64> {
     let ratio = f64::from(shared.config.high_water_mark);
     let max_size = shared.config.max_size;
@@ -303,7 +340,7 @@ fn write_snapshot(
         }
         first = false;
         journal.begin(generation).map_err(io_error(journal))?;
-        match write_entries(shared, journal, map) {
+        match write(journal) {
             Ok(()) => {
                 let used = journal.end() + room_needed;
                 let comfortable = ((capacity as f64) * ratio / 2.0) as usize;
@@ -346,22 +383,51 @@ fn grow(shared: &Shared, journal: &mut Journal, new_size: usize) -> Result<()> {
     Ok(())
 }
 
+/// Writes one record per live key of `map` (compaction from memory).
 fn write_entries(shared: &Shared, journal: &Journal, map: &Map) -> std::result::Result<(), Stop> {
     let mut body = Vec::with_capacity(256);
     for (i, (key, value)) in map.iter().enumerate() {
-        if i % 4096 == 0 && shared.shutting_down.load(Ordering::Acquire) {
-            return Err(Stop::Failed(Error::Poisoned {
-                reason: "the store is closing".into(),
-            }));
-        }
+        check_closing(shared, i)?;
         body.clear();
         format::encode_put(key, value, &shared.limits, &mut body).map_err(Stop::Failed)?;
-        // Leave the removal-only reserve free, as writers must.
-        if !journal.append_within(&body, journal.capacity() - journal.reserve())? {
-            return Err(Stop::NoRoom);
-        }
+        append_live(journal, &body)?;
     }
     Ok(())
+}
+
+/// Writes one record per live key found in the previous generation's records.
+fn write_records(
+    shared: &Shared,
+    journal: &Journal,
+    records: &[LiveRecord<'_>],
+) -> std::result::Result<(), Stop> {
+    let mut body = Vec::with_capacity(256);
+    for (i, record) in records.iter().enumerate() {
+        check_closing(shared, i)?;
+        body.clear();
+        format::encode_put_raw(record.key(), record.value(), &mut body);
+        append_live(journal, &body)?;
+    }
+    Ok(())
+}
+
+/// Every few thousand records: stop if the store is closing.
+fn check_closing(shared: &Shared, i: usize) -> std::result::Result<(), Stop> {
+    if i.is_multiple_of(4096) && shared.shutting_down.load(Ordering::Acquire) {
+        return Err(Stop::Failed(Error::Poisoned {
+            reason: "the store is closing".into(),
+        }));
+    }
+    Ok(())
+}
+
+/// Appends one live key's record, leaving the removal-only reserve free as writers must.
+fn append_live(journal: &Journal, body: &[u8]) -> std::result::Result<(), Stop> {
+    if journal.append_within(body, journal.capacity() - journal.reserve())? {
+        Ok(())
+    } else {
+        Err(Stop::NoRoom)
+    }
 }
 
 /// Grows `journal` (up to `max_size`) if `bytes` more of catch-up records and the commit

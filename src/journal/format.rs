@@ -266,6 +266,16 @@ pub(crate) fn encode_put(
     Ok(())
 }
 
+/// Appends a single-put record body from a key's bytes and a value already encoded (what
+/// compaction copies out of the previous generation). The bytes equal [`encode_put`]'s for the
+/// same key and value.
+pub(crate) fn encode_put_raw(key: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.push(OP_PUT);
+    put_varint(out, key.len() as u64);
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+}
+
 fn encode_op(op: &Op, limits: &Limits, out: &mut Vec<u8>) -> crate::Result<()> {
     match op {
         Op::Put(key, value) => encode_put(key, value, limits, out)?,

@@ -202,6 +202,30 @@ impl Storage for MmapStorage {
         f(bytes);
     }
 
+    fn prefault(&self, offset: usize, len: usize) {
+        // Read-populating maps the file's pages (allocating and zeroing the page cache of
+        // space that was never written) without dirtying them; the writer's first store to a
+        // page is then only a write-protect fault. Only the file's own length is touched.
+        #[cfg(target_os = "linux")]
+        if self.check(offset, len).is_ok() && len > 0 {
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::PopulateRead, offset, len);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (offset, len);
+    }
+
+    fn view(&self, offset: usize, len: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        self.check(offset, len)?;
+        // SAFETY: the range is inside the mapping (checked above), which stays mapped while
+        // `self` lives (a remap needs `&mut self`); by the `Storage` contract no thread writes
+        // these bytes while `f` reads them, and the file lock keeps other processes out.
+        let bytes = unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) };
+        f(bytes);
+        Ok(())
+    }
+
     fn grow(&mut self, new_len: usize) -> io::Result<()> {
         if new_len <= self.len {
             return Ok(());

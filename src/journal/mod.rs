@@ -10,12 +10,13 @@ pub(crate) mod format;
 pub(crate) mod memory;
 pub(crate) mod mmap;
 pub(crate) mod recovery;
-mod replay;
+pub(crate) mod replay;
 pub(crate) mod storage;
 
 use std::io;
 use std::sync::atomic::Ordering;
 
+use crate::bonjson::DecodeOptions;
 use crate::sync::{AtomicBool, AtomicUsize};
 
 use format::{FRAME_SIZE, HEADER_SIZE, Header, STATE_COMMITTED, STATE_PENDING};
@@ -143,6 +144,34 @@ impl Journal {
             }
         }
         Ok(())
+    }
+
+    /// Brings the unwritten rest of the journal into memory (see [`Storage::prefault`]); called
+    /// by the compactor thread, never by a writer.
+    pub(crate) fn prefault_tail(&self) {
+        let end = self.end();
+        self.storage
+            .prefault(end, self.capacity().saturating_sub(end));
+    }
+
+    /// Calls `f` with the live keys of the records in `[HEADER_SIZE, end)` (which must be
+    /// below the published end: records there never change), as
+    /// [`replay::live_records`] finds them; `None` if they do not read back as an unbroken run
+    /// of this generation's records.
+    pub(crate) fn with_live_records<R>(
+        &self,
+        end: usize,
+        decode: &DecodeOptions,
+        f: impl FnOnce(Option<Vec<replay::LiveRecord<'_>>>) -> R,
+    ) -> io::Result<R> {
+        let mut f = Some(f);
+        let mut result = None;
+        self.storage.view(0, end, &mut |bytes| {
+            if let Some(f) = f.take() {
+                result = Some(f(replay::live_records(bytes, self.generation, decode)));
+            }
+        })?;
+        result.ok_or_else(|| io::Error::other("the journal's records could not be viewed"))
     }
 
     /// Starts a new generation in this (inactive, exclusively owned) journal: a `PENDING`

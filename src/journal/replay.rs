@@ -28,12 +28,12 @@ pub(crate) struct Replayed {
     pub(crate) committed: bool,
 }
 
-/// The last operation seen for a key that leaves it present.
-enum Pending<'a> {
-    /// A put's encoded value, decoded only if it survives, and the record it came from.
-    Raw(&'a [u8], usize),
-    /// A value a batch decoded already (index into the side vector).
-    Decoded(usize, usize),
+/// The last put seen for a key: its encoded value (decoded only if it survives) and the start
+/// of the record it came from.
+#[derive(Clone, Copy)]
+struct Pending<'a> {
+    value: &'a [u8],
+    offset: usize,
 }
 
 /// Longest key kept inline in the replay table.
@@ -228,10 +228,44 @@ fn attempt(
     decode: &DecodeOptions,
     share: Share<'_>,
 ) -> Result<Replayed, usize> {
+    let scanned = scan(bytes, limit, generation, decode, share)?;
+    let mut entries = Vec::with_capacity(scanned.live.len());
+    for (key, pending) in scanned.live {
+        let value = bonjson::decode_with(pending.value, decode).ok();
+        match (std::str::from_utf8(key.key.as_bytes()), value) {
+            (Ok(key), Some(value)) => entries.push((key.into(), value)),
+            _ => return Err(pending.offset),
+        }
+    }
+    Ok(Replayed {
+        entries,
+        end: scanned.end,
+        stop: scanned.stop,
+        committed: scanned.committed,
+    })
+}
+
+/// What a scan of the records found: the last put of every live key (of the worker's share),
+/// still pointing into the journal's bytes.
+struct Scanned<'a> {
+    live: Table<'a>,
+    end: usize,
+    stop: FrameRead,
+    committed: bool,
+}
+
+/// Reads the records of `generation` from `HEADER_SIZE` up to `limit` and resolves each key's
+/// last operation. `Err` holds the start of the first malformed record.
+fn scan<'a>(
+    bytes: &'a [u8],
+    limit: usize,
+    generation: u64,
+    decode: &DecodeOptions,
+    share: Share<'_>,
+) -> Result<Scanned<'a>, usize> {
     // Keys arrive hashed (by a randomly seeded fast hasher: these tables only live during
-    // open, and SipHash was a fifth of the replay's instructions).
+    // open or one compaction, and SipHash was a fifth of the replay's instructions).
     let mut live: Table<'_> = HashMap::default();
-    let mut decoded: Vec<Value> = Vec::new();
     let mut pos = HEADER_SIZE;
     let mut committed = false;
     let frames = format::Frames::new(generation);
@@ -247,30 +281,73 @@ fn attempt(
         match frames.read(rest) {
             FrameRead::Record { len } => {
                 let body = rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default();
-                apply(body, pos, share, &mut live, &mut decoded, decode).ok_or(pos)?;
+                apply(body, pos, share, &mut live, decode).ok_or(pos)?;
                 committed |= format::decode_commit(body) == Some(generation);
                 pos += FRAME_SIZE + len;
             }
             other => break other,
         }
     };
-    let mut entries = Vec::with_capacity(live.len());
-    for (key, pending) in live {
-        let (value, offset) = match pending {
-            Pending::Raw(raw, offset) => (bonjson::decode_with(raw, decode).ok(), offset),
-            Pending::Decoded(i, offset) => (decoded.get_mut(i).map(std::mem::take), offset),
-        };
-        match (std::str::from_utf8(key.key.as_bytes()), value) {
-            (Ok(key), Some(value)) => entries.push((key.into(), value)),
-            _ => return Err(offset),
-        }
-    }
-    Ok(Replayed {
-        entries,
+    Ok(Scanned {
+        live,
         end: pos,
         stop,
         committed,
     })
+}
+
+/// One live key of a journal as compaction copies it: raw key and encoded value bytes.
+pub(crate) struct LiveRecord<'a> {
+    key: Key<'a>,
+    value: &'a [u8],
+    offset: usize,
+}
+
+impl LiveRecord<'_> {
+    /// The key's bytes (valid UTF-8 when the record was written by this crate).
+    pub(crate) fn key(&self) -> &[u8] {
+        self.key.as_bytes()
+    }
+
+    /// The value's BONJSON bytes, exactly as the journal holds them.
+    pub(crate) fn value(&self) -> &[u8] {
+        self.value
+    }
+}
+
+/// The live keys of `bytes`, a journal of `generation` whose records end exactly at
+/// `bytes.len()`, in the order of the records that last wrote them. This is what compaction
+/// writes into the next generation: the journal's records are the map, so a compaction can copy
+/// them without touching the published map (and without keeping any version of it alive while
+/// writers go on). `None` if the records do not run exactly to the end or one is malformed:
+/// the caller then compacts from the map instead.
+pub(crate) fn live_records<'a>(
+    bytes: &'a [u8],
+    generation: u64,
+    decode: &DecodeOptions,
+) -> Option<Vec<LiveRecord<'a>>> {
+    let hasher = foldhash::fast::RandomState::default();
+    let only = Share {
+        hasher: &hasher,
+        index: 0,
+        count: 1,
+    };
+    let scanned = scan(bytes, bytes.len(), generation, decode, only).ok()?;
+    if scanned.end != bytes.len() {
+        return None;
+    }
+    let mut records: Vec<LiveRecord<'a>> = scanned
+        .live
+        .into_iter()
+        .map(|(key, pending)| LiveRecord {
+            key: key.key,
+            value: pending.value,
+            offset: pending.offset,
+        })
+        .collect();
+    // Record order: the copy then reads the old journal front to back.
+    records.sort_unstable_by_key(|r| r.offset);
+    Some(records)
 }
 
 /// Applies one record body; `None` if it is malformed.
@@ -279,7 +356,6 @@ fn apply<'a>(
     offset: usize,
     share: Share<'_>,
     live: &mut Table<'a>,
-    decoded: &mut Vec<Value>,
     decode: &DecodeOptions,
 ) -> Option<()> {
     let (&code, rest) = body.split_first()?;
@@ -287,7 +363,7 @@ fn apply<'a>(
         OP_PUT => {
             let (key, value) = key_and_rest(rest)?;
             if let Some(key) = share.take(key) {
-                live.insert(key, Pending::Raw(value, offset));
+                live.insert(key, Pending { value, offset });
             }
         }
         OP_DELETE => {
@@ -301,7 +377,6 @@ fn apply<'a>(
         }
         OP_CLEAR if rest.is_empty() => {
             live.clear();
-            decoded.clear();
         }
         OP_COMMIT => {}
         OP_BATCH => {
@@ -314,10 +389,12 @@ fn apply<'a>(
                 let (key, after) = key_and_rest(after)?;
                 match code {
                     OP_PUT => {
-                        let (value, used) = bonjson::decode_prefix(after, decode).ok()?;
+                        // Decoded here only to find where the value ends (and that it is
+                        // well formed); a surviving value is decoded again at the end.
+                        let (_, used) = bonjson::decode_prefix(after, decode).ok()?;
                         if let Some(key) = share.take(key) {
-                            decoded.push(value);
-                            live.insert(key, Pending::Decoded(decoded.len() - 1, offset));
+                            let value = after.get(..used)?;
+                            live.insert(key, Pending { value, offset });
                         }
                         rest = after.get(used..)?;
                     }
@@ -448,5 +525,35 @@ mod tests {
         let one = outcome(replay_on(&bytes, GENERATION, &decode, 1));
         assert_eq!(one.1, end);
         assert_eq!(outcome(replay_on(&bytes, GENERATION, &decode, 2)), one);
+    }
+
+    /// What compaction copies out of a journal is exactly what opening it replays, record for
+    /// record in the journal's order; a journal whose records stop short of its end is refused.
+    #[test]
+    fn live_records_are_what_replay_finds() {
+        let mut rng = Rng::new(9);
+        let decode = DecodeOptions::default();
+        for case in 0..200 {
+            let records = 50 + rng.index(400);
+            let bytes = journal(&mut rng, records);
+            let (replayed, end, ..) = outcome(replay_on(&bytes, GENERATION, &decode, 1));
+            let records = live_records(&bytes[..end], GENERATION, &decode).expect("intact");
+            assert!(records.windows(2).all(|w| w[0].offset <= w[1].offset));
+            let mut copied = Vec::new();
+            for record in &records {
+                let key = String::from_utf8(record.key().to_vec()).unwrap();
+                let value = bonjson::decode_with(record.value(), &decode).unwrap();
+                // The body compaction writes equals encoding the value afresh.
+                let (mut raw, mut fresh) = (Vec::new(), Vec::new());
+                format::encode_put_raw(record.key(), record.value(), &mut raw);
+                format::encode_put(&key, &value, &Limits::default(), &mut fresh).unwrap();
+                assert_eq!(raw, fresh, "case {case}");
+                copied.push((key, value));
+            }
+            copied.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(copied, replayed, "case {case}");
+            assert!(live_records(&bytes[..end - 1], GENERATION, &decode).is_none());
+            assert!(live_records(&bytes[..end + 8], GENERATION, &decode).is_none());
+        }
     }
 }

@@ -53,6 +53,18 @@ pub(crate) trait Storage: Send + Sync {
     fn grow(&mut self, new_len: usize) -> io::Result<()>;
     /// Calls `f` with the whole file; `&mut self` guarantees nothing writes it meanwhile.
     fn with_view(&mut self, f: &mut dyn FnMut(&[u8]));
+    /// Best effort, from a background thread: bring the `len` bytes at `offset` into memory
+    /// now, so that the writer's first store to each page does not wait for the kernel to
+    /// allocate and zero it. Never changes the bytes.
+    fn prefault(&self, _offset: usize, _len: usize) {}
+    /// Calls `f` with the `len` bytes at `offset`, which (by the contract above) nobody writes
+    /// while `f` runs. By default a copy; a memory map lends its own bytes.
+    fn view(&self, offset: usize, len: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        let mut bytes = vec![0_u8; len];
+        self.read(offset, &mut bytes)?;
+        f(&bytes);
+        Ok(())
+    }
 }
 
 /// Opens the two journal files of one store.
