@@ -217,6 +217,10 @@ fn compact_into(
         Ok(used) => generation = used,
         Err(e) => return Err(fail(e, target)),
     }
+    // Bring the rest of the new journal into memory now: the catch-up below (part of it under
+    // the writer lock) and, after the swap, the writers store into those pages, and a first
+    // store to a never-written page makes the kernel allocate and zero it inside the fault.
+    journal.prefault_tail();
     // Catch up outside the lock: records appended since `start` never change.
     let mut copied = start;
     for _ in 0..4 {
@@ -271,11 +275,12 @@ fn compact_into(
     w.compacting = false;
     w.room_needed = 0;
     let hwm = ((capacity as f64) * f64::from(shared.config.high_water_mark)) as usize;
-    w.trigger = if bytes_after > hwm {
-        bytes_after + (capacity - bytes_after) / 2
-    } else {
-        hwm
-    };
+    w.trigger = next_trigger(
+        bytes_after,
+        hwm,
+        capacity,
+        std::mem::take(&mut w.waited_for_room),
+    );
     drop(w);
     shared.swapped.notify_all();
 
@@ -289,7 +294,6 @@ fn compact_into(
         .inactive_used
         .store(bytes_before, Ordering::Relaxed);
     *shared.inactive.lock() = Some(retired);
-    new_active.prefault_tail();
     if let Err(e) = new_active.flush() {
         shared.poison(format!("flushing the new journal failed: {e}"));
     }
@@ -361,6 +365,25 @@ fn write_snapshot(
             }
             Err(Stop::Failed(e)) => return Err(e),
         }
+    }
+}
+
+/// Where the next automatic compaction starts in a journal whose live data ends at `live_end`:
+/// at the high-water mark, or halfway between the live data and the end if the live data is
+/// already above the mark. If writers had to wait for room during the compaction that just
+/// ended, halfway between the live data and that point instead: the next compaction then
+/// starts earlier, with more room left for the writers while it runs (and less to scan),
+/// instead of the journal growing beyond its configured size.
+fn next_trigger(live_end: usize, hwm: usize, capacity: usize, writers_waited: bool) -> usize {
+    let normal = if live_end > hwm {
+        live_end + (capacity - live_end) / 2
+    } else {
+        hwm
+    };
+    if writers_waited {
+        live_end + (normal - live_end) / 2
+    } else {
+        normal
     }
 }
 
@@ -464,4 +487,31 @@ fn copy_records(source: &Journal, target: &Journal, from: usize, to: usize) -> R
             }
         })
         .map_err(io_error(target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_trigger;
+
+    #[test]
+    fn a_compaction_that_made_writers_wait_moves_the_next_trigger_earlier() {
+        let kib = 1024;
+        assert_eq!(
+            next_trigger(200 * kib, 800 * kib, 1024 * kib, false),
+            800 * kib
+        );
+        assert_eq!(
+            next_trigger(200 * kib, 800 * kib, 1024 * kib, true),
+            500 * kib
+        );
+        // Live data above the mark: halfway to the end, and a quarter of the way after a wait.
+        assert_eq!(
+            next_trigger(900 * kib, 800 * kib, 1000 * kib, false),
+            950 * kib
+        );
+        assert_eq!(
+            next_trigger(900 * kib, 800 * kib, 1000 * kib, true),
+            925 * kib
+        );
+    }
 }

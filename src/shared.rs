@@ -55,6 +55,10 @@ pub(crate) struct Writer {
     pub(crate) next_generation: u64,
     /// Room the writers waiting for a compaction need in the next journal.
     pub(crate) room_needed: usize,
+    /// A writer found the active journal full and waited for the running compaction: the
+    /// next one then starts earlier (see `compactor::next_trigger`), so that compactions that
+    /// cannot keep up with the writers do not stall them again and again.
+    pub(crate) waited_for_room: bool,
 }
 
 thread_local! {
@@ -206,6 +210,7 @@ impl Shared {
                 });
             }
             w.room_needed = w.room_needed.max(size);
+            w.waited_for_room = true;
             let failures = w.failures;
             if !w.compacting {
                 w.compacting = true;

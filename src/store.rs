@@ -193,6 +193,7 @@ impl KVStore {
                 trigger,
                 next_generation: opened_highest.saturating_add(1),
                 room_needed: 0,
+                waited_for_room: false,
             }),
             swapped: Condvar::new(),
             inactive: Mutex::new(Some(Arc::new(opened.inactive))),
