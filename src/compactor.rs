@@ -275,12 +275,9 @@ fn compact_into(
     w.compacting = false;
     w.room_needed = 0;
     let hwm = ((capacity as f64) * f64::from(shared.config.high_water_mark)) as usize;
-    w.trigger = next_trigger(
-        bytes_after,
-        hwm,
-        capacity,
-        std::mem::take(&mut w.waited_for_room),
-    );
+    let waited = std::mem::take(&mut w.waited_for_room);
+    w.early = w.early.next(waited);
+    w.trigger = next_trigger(bytes_after, hwm, capacity, w.early.level);
     drop(w);
     shared.swapped.notify_all();
 
@@ -370,20 +367,51 @@ fn write_snapshot(
 
 /// Where the next automatic compaction starts in a journal whose live data ends at `live_end`:
 /// at the high-water mark, or halfway between the live data and the end if the live data is
-/// already above the mark. If writers had to wait for room during the compaction that just
-/// ended, halfway between the live data and that point instead: the next compaction then
-/// starts earlier, with more room left for the writers while it runs (and less to scan),
-/// instead of the journal growing beyond its configured size.
-fn next_trigger(live_end: usize, hwm: usize, capacity: usize, writers_waited: bool) -> usize {
+/// already above the mark. At `early` level `n` (see [`EarlyStart`]) it starts after only
+/// 1/2^n of that distance instead: with more room left for the writers while it runs, and less
+/// to scan, instead of the journal growing beyond its configured size.
+fn next_trigger(live_end: usize, hwm: usize, capacity: usize, early: u8) -> usize {
     let normal = if live_end > hwm {
         live_end + (capacity - live_end) / 2
     } else {
         hwm
     };
-    if writers_waited {
-        live_end + (normal - live_end) / 2
-    } else {
-        normal
+    live_end + ((normal - live_end) >> early)
+}
+
+/// How much earlier than usual compactions start: one level more after every compaction
+/// during which writers had to wait for room (up to 3, i.e. an eighth of the usual distance),
+/// one level less after `CALM` compactions in a row without a wait. Sticky, so that a store
+/// whose compactions cannot keep up settles at a level where writers stop waiting instead of
+/// waiting at every other compaction.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EarlyStart {
+    pub(crate) level: u8,
+    calm: u8,
+}
+
+impl EarlyStart {
+    const MAX_LEVEL: u8 = 3;
+    const CALM: u8 = 8;
+
+    /// The state after a compaction; `waited`: a writer waited for room during it.
+    pub(crate) fn next(self, waited: bool) -> Self {
+        if waited {
+            EarlyStart {
+                level: (self.level + 1).min(Self::MAX_LEVEL),
+                calm: 0,
+            }
+        } else if self.level > 0 && self.calm + 1 >= Self::CALM {
+            EarlyStart {
+                level: self.level - 1,
+                calm: 0,
+            }
+        } else {
+            EarlyStart {
+                level: self.level,
+                calm: if self.level > 0 { self.calm + 1 } else { 0 },
+            }
+        }
     }
 }
 
@@ -409,8 +437,9 @@ fn grow(shared: &Shared, journal: &mut Journal, new_size: usize) -> Result<()> {
 /// Writes one record per live key of `map` (compaction from memory).
 fn write_entries(shared: &Shared, journal: &Journal, map: &Map) -> std::result::Result<(), Stop> {
     let mut body = Vec::with_capacity(256);
+    let mut written_back = journal.end();
     for (i, (key, value)) in map.iter().enumerate() {
-        check_closing(shared, i)?;
+        between_batches(shared, journal, i, &mut written_back)?;
         body.clear();
         format::encode_put(key, value, &shared.limits, &mut body).map_err(Stop::Failed)?;
         append_live(journal, &body)?;
@@ -425,8 +454,9 @@ fn write_records(
     records: &[LiveRecord<'_>],
 ) -> std::result::Result<(), Stop> {
     let mut body = Vec::with_capacity(256);
+    let mut written_back = journal.end();
     for (i, record) in records.iter().enumerate() {
-        check_closing(shared, i)?;
+        between_batches(shared, journal, i, &mut written_back)?;
         body.clear();
         format::encode_put_raw(record.key(), record.value(), &mut body);
         append_live(journal, &body)?;
@@ -434,15 +464,36 @@ fn write_records(
     Ok(())
 }
 
-/// Every few thousand records: stop if the store is closing.
-fn check_closing(shared: &Shared, i: usize) -> std::result::Result<(), Stop> {
-    if i.is_multiple_of(4096) && shared.shutting_down.load(Ordering::Acquire) {
+/// Every few thousand records: stop if the store is closing, and start writing back the whole
+/// pages written since the last time (`written_back`), so that the flush before the swap, which
+/// writers may end up waiting for, finds little left to write.
+fn between_batches(
+    shared: &Shared,
+    journal: &Journal,
+    i: usize,
+    written_back: &mut usize,
+) -> std::result::Result<(), Stop> {
+    if !i.is_multiple_of(4096) {
+        return Ok(());
+    }
+    if shared.shutting_down.load(Ordering::Acquire) {
         return Err(Stop::Failed(Error::Poisoned {
             reason: "the store is closing".into(),
         }));
     }
+    let whole_pages = journal.end() / WRITEBACK_PAGE * WRITEBACK_PAGE;
+    if whole_pages > *written_back {
+        journal
+            .storage()
+            .start_writeback(*written_back, whole_pages - *written_back);
+        *written_back = whole_pages;
+    }
     Ok(())
 }
+
+/// Granularity of the early writeback (a page: a partly written page would only be written
+/// twice).
+const WRITEBACK_PAGE: usize = 4096;
 
 /// Appends one live key's record, leaving the removal-only reserve free as writers must.
 fn append_live(journal: &Journal, body: &[u8]) -> std::result::Result<(), Stop> {
@@ -491,27 +542,42 @@ fn copy_records(source: &Journal, target: &Journal, from: usize, to: usize) -> R
 
 #[cfg(test)]
 mod tests {
-    use super::next_trigger;
+    use super::{EarlyStart, next_trigger};
 
     #[test]
     fn a_compaction_that_made_writers_wait_moves_the_next_trigger_earlier() {
         let kib = 1024;
-        assert_eq!(
-            next_trigger(200 * kib, 800 * kib, 1024 * kib, false),
-            800 * kib
-        );
-        assert_eq!(
-            next_trigger(200 * kib, 800 * kib, 1024 * kib, true),
-            500 * kib
-        );
-        // Live data above the mark: halfway to the end, and a quarter of the way after a wait.
-        assert_eq!(
-            next_trigger(900 * kib, 800 * kib, 1000 * kib, false),
-            950 * kib
-        );
-        assert_eq!(
-            next_trigger(900 * kib, 800 * kib, 1000 * kib, true),
-            925 * kib
-        );
+        assert_eq!(next_trigger(200 * kib, 800 * kib, 1024 * kib, 0), 800 * kib);
+        assert_eq!(next_trigger(200 * kib, 800 * kib, 1024 * kib, 1), 500 * kib);
+        assert_eq!(next_trigger(200 * kib, 800 * kib, 1024 * kib, 3), 275 * kib);
+        // Live data above the mark: halfway to the end, and a quarter of the way at level 1.
+        assert_eq!(next_trigger(900 * kib, 800 * kib, 1000 * kib, 0), 950 * kib);
+        assert_eq!(next_trigger(900 * kib, 800 * kib, 1000 * kib, 1), 925 * kib);
+    }
+
+    #[test]
+    fn early_start_rises_with_each_wait_and_falls_after_calm_compactions() {
+        let mut early = EarlyStart::default();
+        for expected in [1, 2, 3, 3] {
+            early = early.next(true);
+            assert_eq!(early.level, expected);
+        }
+        for _ in 0..EarlyStart::CALM - 1 {
+            early = early.next(false);
+            assert_eq!(early.level, 3);
+        }
+        early = early.next(false);
+        assert_eq!(early.level, 2);
+        // A wait resets the calm count.
+        for _ in 0..EarlyStart::CALM - 1 {
+            early = early.next(false);
+        }
+        early = early.next(true);
+        assert_eq!(early.level, 3);
+        let mut calm = EarlyStart::default();
+        for _ in 0..20 {
+            calm = calm.next(false);
+        }
+        assert_eq!(calm, EarlyStart::default());
     }
 }

@@ -55,10 +55,12 @@ pub(crate) struct Writer {
     pub(crate) next_generation: u64,
     /// Room the writers waiting for a compaction need in the next journal.
     pub(crate) room_needed: usize,
-    /// A writer found the active journal full and waited for the running compaction: the
-    /// next one then starts earlier (see `compactor::next_trigger`), so that compactions that
-    /// cannot keep up with the writers do not stall them again and again.
+    /// A writer found the active journal full and waited for the running compaction: later
+    /// ones then start earlier (see `compactor::EarlyStart`), so that compactions that cannot
+    /// keep up with the writers do not stall them again and again.
     pub(crate) waited_for_room: bool,
+    /// How much earlier than usual automatic compactions start.
+    pub(crate) early: crate::compactor::EarlyStart,
 }
 
 thread_local! {

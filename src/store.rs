@@ -194,6 +194,7 @@ impl KVStore {
                 next_generation: opened_highest.saturating_add(1),
                 room_needed: 0,
                 waited_for_room: false,
+                early: Default::default(),
             }),
             swapped: Condvar::new(),
             inactive: Mutex::new(Some(Arc::new(opened.inactive))),

@@ -256,19 +256,34 @@ fn on_mark(current: usize, size: usize, mark: usize) {
 fn the_high_water_callback_fires_once_per_generation_and_again_after_swaps() {
     let dir = tempfile::tempdir().unwrap();
     let store = KVStore::new(base(&dir), 16 * 1024, Some(0.5), Some(on_mark)).unwrap();
-    for i in 0..5_000 {
+    let fired = || CALLBACKS.load(std::sync::atomic::Ordering::SeqCst) as u64;
+    // Compactions may start before the mark when writers had to wait for room (`docs/design.md`,
+    // "Room for the writers"), so a generation need not cross it: write until the callback
+    // fired for several generations (the earlier store's flag fired once, ever).
+    let mut i = 0;
+    let mut fired_in = std::collections::HashSet::new();
+    while fired() < 4 && i < 200_000 {
+        let (calls, generation) = (fired(), store.stats().generation);
         store
             .insert(format!("k{}", i % 50), Value::Integer(i))
             .unwrap();
+        // A call during a write that no swap interrupted belongs to that generation: it must
+        // be the generation's first.
+        if fired() > calls && store.stats().generation == generation {
+            assert!(
+                fired_in.insert(generation),
+                "fired twice in generation {generation}"
+            );
+        }
+        i += 1;
     }
-    let fired = CALLBACKS.load(std::sync::atomic::Ordering::SeqCst) as u64;
-    // Every journal before the current one was compacted because it crossed the mark, so each
-    // fired exactly once; the current one may or may not have crossed yet.
+    // At most once per generation: every journal before the current one, and the current one.
     let journals = store.stats().compactions + 1;
-    assert!(journals >= 4, "{journals}");
+    assert!(fired() >= 4, "{} calls after {i} writes", fired());
     assert!(
-        fired == journals || fired == journals - 1,
-        "{fired} calls for {journals} journals"
+        fired() <= journals,
+        "{} calls for {journals} journals",
+        fired()
     );
 }
 

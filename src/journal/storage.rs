@@ -57,6 +57,9 @@ pub(crate) trait Storage: Send + Sync {
     /// now, so that the writer's first store to each page does not wait for the kernel to
     /// allocate and zero it. Never changes the bytes.
     fn prefault(&self, _offset: usize, _len: usize) {}
+    /// Best effort: start writing the `len` bytes at `offset` back to disk without waiting, so
+    /// that a later `flush` has less to wait for. Promises nothing about durability.
+    fn start_writeback(&self, _offset: usize, _len: usize) {}
     /// Calls `f` with the `len` bytes at `offset`, which (by the contract above) nobody writes
     /// while `f` runs. By default a copy; a memory map lends its own bytes.
     fn view(&self, offset: usize, len: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
