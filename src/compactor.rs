@@ -193,9 +193,21 @@ fn compact_into(
     // alive, all at once when the compaction ended, stalled the writer in the allocator).
     let from_records = active.with_live_records(start, &DecodeOptions::default(), |records| {
         records.map(|records| {
-            write_snapshot(shared, journal, generation, room_needed, &mut |j| {
-                write_records(shared, j, &records)
-            })
+            let end = HEADER_SIZE
+                + records
+                    .iter()
+                    .map(|r| {
+                        Journal::record_size(format::put_raw_len(r.key().len(), r.value().len()))
+                    })
+                    .sum::<usize>();
+            write_snapshot(
+                shared,
+                journal,
+                generation,
+                room_needed,
+                Some(end),
+                &mut |j| write_records(shared, j, &records),
+            )
         })
     });
     let written = match from_records {
@@ -208,7 +220,7 @@ fn compact_into(
                 start = w.active.end();
                 shared.published.load_full()
             };
-            write_snapshot(shared, journal, generation, room_needed, &mut |j| {
+            write_snapshot(shared, journal, generation, room_needed, None, &mut |j| {
                 write_entries(shared, j, &snapshot.map)
             })
         }
@@ -327,10 +339,21 @@ fn write_snapshot(
     journal: &mut Journal,
     mut generation: u64,
     room_needed: usize,
+    expected_end: Option<usize>,
     write: &mut dyn FnMut(&Journal) -> std::result::Result<(), Stop>,
 ) -> Result<u64> {
     let ratio = f64::from(shared.config.high_water_mark);
     let max_size = shared.config.max_size;
+    // When the size of what will be written is known (copying records), grow first, exactly as
+    // the check after writing would, instead of writing everything twice.
+    if let Some(end) = expected_end {
+        let used = end + room_needed;
+        let capacity = journal.capacity();
+        let comfortable = ((capacity as f64) * ratio / 2.0) as usize;
+        if used > comfortable && capacity < max_size {
+            grow(shared, journal, wanted_capacity(used, ratio, max_size))?;
+        }
+    }
     let mut first = true;
     loop {
         let capacity = journal.capacity();

@@ -4,7 +4,7 @@
 //! refer to `shared/FIELD-NOTES.md`) and fails if that way comes back.
 
 use crate::journal::format::{self, FRAME_SIZE, HEADER_SIZE};
-use crate::journal::storage::{MemBackend, Slot};
+use crate::journal::storage::{DiskOp, MemBackend, Slot};
 use crate::options::Builder;
 use crate::{Error, Event, KVStore, Value};
 
@@ -548,4 +548,54 @@ fn writers_that_waited_for_room_make_the_next_compaction_start_earlier() {
     assert_eq!(stats.active_capacity, 16 * 1024, "{stats:?}");
     assert_eq!(stats.inactive_capacity, 16 * 1024, "{stats:?}");
     assert_eq!(store.len(), 10);
+}
+
+/// A compaction that must grow the new journal for the live data grows it before writing
+/// (the size of the records it copies is known), so it writes them once, under one new
+/// generation; it used to write them, find them too large, grow, and write them again under a
+/// second generation.
+#[test]
+fn a_compaction_that_must_grow_writes_the_live_data_once() {
+    let disk = MemBackend::new();
+    let store = open(&disk).unwrap();
+    let events = store.subscribe();
+    // About 9 KiB of live data: above half the mark of a 16 KiB journal.
+    for i in 0..9 {
+        store
+            .insert(format!("big{i}"), Value::from("x".repeat(1000)))
+            .unwrap();
+    }
+    let before = store.stats();
+    // Count the `PENDING` headers written from here on (the pause hook sees every operation;
+    // it holds none).
+    let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&pending);
+    disk.pause_when(Some(Box::new(move |op| {
+        if let DiskOp::Write {
+            offset: 0, data, ..
+        } = op
+            && matches!(
+                format::decode_header(data),
+                format::HeaderRead::Valid(h) if h.state == format::STATE_PENDING
+            )
+        {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        false
+    })));
+    store.compact().unwrap();
+    disk.pause_when(None);
+    let after = store.stats();
+    assert!(after.active_capacity > before.active_capacity, "{after:?}");
+    assert_eq!(after.generation, before.generation + 1, "{after:?}");
+    let pending_headers = pending.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(pending_headers, 1);
+    assert!(
+        events
+            .try_iter()
+            .any(|e| matches!(e, Event::JournalGrown { .. }))
+    );
+    drop(store);
+    let store = open(&disk).unwrap();
+    assert_eq!(store.len(), 9);
 }

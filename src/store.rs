@@ -100,8 +100,9 @@ impl KVStore {
     pub(crate) fn open_with(config: Builder) -> Result<KVStore> {
         config.validate()?;
         if config.read_only {
-            let backend = CopiedBackend::load(&config.base)?;
-            return Self::open_on(config, &backend);
+            config.validate()?;
+            let opened = recover_copied(&config.base)?;
+            return Self::start(config, opened);
         }
         let backend = FileBackend::new(&config.base, config.max_size);
         Self::open_on(config, &backend)
@@ -114,8 +115,7 @@ impl KVStore {
         if !self.shared.config.read_only {
             return Ok(false);
         }
-        let backend = CopiedBackend::load(&self.shared.config.base)?;
-        let opened = recovery::open(&backend, 0, &DecodeOptions::default())?;
+        let opened = recover_copied(&self.shared.config.base)?;
         let mut w = self.shared.writer.lock();
         if opened.active.generation() == w.active.generation()
             && opened.active.end() == w.active.end()
@@ -143,15 +143,19 @@ impl KVStore {
 
     pub(crate) fn open_on(config: Builder, backend: &dyn Backend) -> Result<KVStore> {
         config.validate()?;
-        let limits = Limits::default();
-        let decode = DecodeOptions::default();
         // A read-only open takes the files as they are.
         let min_len = if config.read_only {
             0
         } else {
             config.buffer_size
         };
-        let opened = recovery::open(backend, min_len, &decode)?;
+        let opened = recovery::open(backend, min_len, &DecodeOptions::default())?;
+        Self::start(config, opened)
+    }
+
+    /// Starts a store on what recovery elected and replayed.
+    fn start(config: Builder, opened: recovery::Opened) -> Result<KVStore> {
+        let limits = Limits::default();
         // After any damage or cut-short write, the next writes must not land in a journal
         // whose later bytes may still hold records of the same generation: the open compacts
         // into a new generation first (below).
@@ -388,6 +392,26 @@ impl Drop for KVStore {
 }
 
 /// The published map of a replay's entries.
+/// Copies a read-only store's files and runs recovery on the copies. `read(2)` copies a file a
+/// live writer appends to page by page, so a copy can catch one record half-written while a
+/// later page, copied a moment after, already holds newer complete records: that looks like
+/// damage with valid records beyond it. Real damage stays where it is, so such a result is
+/// taken again a few times, a millisecond apart, before it is believed and reported.
+fn recover_copied(base: &Path) -> Result<recovery::Opened> {
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let backend = CopiedBackend::load(base)?;
+        let opened = recovery::open(&backend, 0, &DecodeOptions::default())?;
+        let damaged = matches!(opened.tail, Tail::Damaged { .. }) || !opened.notes.is_empty();
+        if !damaged || attempt >= ATTEMPTS {
+            return Ok(opened);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 fn map_of(entries: Vec<(std::sync::Arc<str>, Value)>) -> Map {
     entries
         .into_iter()

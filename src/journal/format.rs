@@ -276,6 +276,17 @@ pub(crate) fn encode_put_raw(key: &[u8], value: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(value);
 }
 
+/// Length of the body [`encode_put_raw`] writes for a key and an encoded value of these lengths.
+pub(crate) fn put_raw_len(key_len: usize, value_len: usize) -> usize {
+    let mut varint_len = 1;
+    let mut rest = key_len as u64 >> 7;
+    while rest > 0 {
+        varint_len += 1;
+        rest >>= 7;
+    }
+    1 + varint_len + key_len + value_len
+}
+
 fn encode_op(op: &Op, limits: &Limits, out: &mut Vec<u8>) -> crate::Result<()> {
     match op {
         Op::Put(key, value) => encode_put(key, value, limits, out)?,

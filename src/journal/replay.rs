@@ -548,6 +548,8 @@ mod tests {
                 format::encode_put_raw(record.key(), record.value(), &mut raw);
                 format::encode_put(&key, &value, &Limits::default(), &mut fresh).unwrap();
                 assert_eq!(raw, fresh, "case {case}");
+                let lengths = (record.key().len(), record.value().len());
+                assert_eq!(format::put_raw_len(lengths.0, lengths.1), raw.len());
                 copied.push((key, value));
             }
             copied.sort_by(|a, b| a.0.cmp(&b.0));
