@@ -55,6 +55,28 @@ fn inactive_slot(disk: &MemBackend) -> Slot {
     }
 }
 
+/// Starts `store.compact()` on another thread, holds it at its first write to the inactive
+/// journal, runs `during` (which may start threads of its own on the scope), then lets the
+/// compaction go on and checks that it succeeded. Threads `during` started are joined when the
+/// scope ends.
+fn with_compaction_held<'env>(
+    disk: &'env MemBackend,
+    store: &'env KVStore,
+    during: impl for<'scope> FnOnce(&'scope std::thread::Scope<'scope, 'env>),
+) {
+    let inactive = inactive_slot(disk);
+    disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
+    std::thread::scope(|scope| {
+        let compaction = scope.spawn(|| store.compact());
+        while disk.held() == 0 {
+            std::thread::yield_now();
+        }
+        during(scope);
+        disk.pause_when(None);
+        compaction.join().unwrap().unwrap();
+    });
+}
+
 /// Writes what an unfinished compaction attempt at `generation` leaves in `slot`: a flushed
 /// `PENDING` header, then `records` put records of that generation.
 fn leave_unfinished_attempt(
@@ -409,20 +431,12 @@ fn a_catch_up_larger_than_the_new_journal_grows_it_instead_of_failing() {
     assert!(before.active_capacity >= 32 * 1024, "{before:?}");
 
     let events = store.subscribe();
-    let inactive = inactive_slot(&disk);
-    disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
-    std::thread::scope(|scope| {
-        let compaction = scope.spawn(|| store.compact());
-        // The compactor took its (empty) snapshot and waits at its first write to the small
-        // file, while 14 KiB are written: more than the small file has room for.
-        while disk.held() == 0 {
-            std::thread::yield_now();
-        }
+    // The compactor waits at its first write to the small file while 14 KiB are written: more
+    // than the small file has room for.
+    with_compaction_held(&disk, &store, |_| {
         for round in 0..14 {
             store.insert("hot".into(), kib(round)).unwrap();
         }
-        disk.pause_when(None);
-        compaction.join().unwrap().unwrap();
     });
     let after = store.stats();
     assert_eq!(after.compactions, 2, "{after:?}");
@@ -449,19 +463,10 @@ fn a_compaction_pins_no_version_of_the_map() {
     let disk = MemBackend::new();
     let store = open(&disk).unwrap();
     fill(&store, 0..100);
-    let inactive = inactive_slot(&disk);
-    disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
-    std::thread::scope(|scope| {
-        let compaction = scope.spawn(|| store.compact());
-        // The compactor has started and waits at its first write to the new journal.
-        while disk.held() == 0 {
-            std::thread::yield_now();
-        }
+    with_compaction_held(&disk, &store, |_| {
         for i in 0..100 {
             store.insert(format!("k{i}"), Value::Integer(-i)).unwrap();
         }
-        disk.pause_when(None);
-        compaction.join().unwrap().unwrap();
     });
     assert_eq!(store.shared.writer.lock().publisher.pinned_spares, 0);
     assert_eq!(store.stats().compactions, 1);
@@ -509,16 +514,10 @@ fn writers_that_waited_for_room_make_the_next_compaction_start_earlier() {
     let disk = MemBackend::new();
     let store = open(&disk).unwrap();
     let hwm = 16 * 1024 * 8 / 10;
-    let inactive = inactive_slot(&disk);
     // Hold the compactor at its first write to the other journal while a writer fills the
     // active one (16 KiB) and has to wait for the swap.
-    disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
-    let trigger = std::thread::scope(|scope| {
-        let compaction = scope.spawn(|| store.compact());
-        while disk.held() == 0 {
-            std::thread::yield_now();
-        }
-        let writer = scope.spawn(|| {
+    with_compaction_held(&disk, &store, |scope| {
+        scope.spawn(|| {
             // Write until a write returns after the swap (it waited for it), then stop, before
             // any later compaction moves the trigger again.
             for i in 0.. {
@@ -534,11 +533,8 @@ fn writers_that_waited_for_room_make_the_next_compaction_start_earlier() {
         while !store.shared.writer.lock().waited_for_room {
             std::thread::yield_now();
         }
-        disk.pause_when(None);
-        compaction.join().unwrap().unwrap();
-        writer.join().unwrap();
-        store.shared.writer.lock().trigger
     });
+    let trigger = store.shared.writer.lock().trigger;
     let stats = store.stats();
     assert!(trigger < hwm, "trigger {trigger}, {stats:?}");
     assert!(
