@@ -213,6 +213,29 @@ impl Frames {
             _ => FrameRead::Torn,
         }
     }
+
+    /// The first position at or after `from` where a valid record of this generation starts
+    /// (its frame names the generation and its checksum holds), looking at frame starts below
+    /// `until`; the record itself may run past `until`. Frames are found through their
+    /// generation field, so runs of zeros and other generations' records are skipped at
+    /// `memchr` speed.
+    pub(crate) fn find(&self, bytes: &[u8], from: usize, until: usize) -> Option<usize> {
+        let needle = (self.generation as u32).to_le_bytes();
+        // The generation field of a frame starting just below `until` ends here.
+        let field_end = until
+            .saturating_add(FRAME_GEN_OFFSET + needle.len() - 1)
+            .min(bytes.len());
+        let mut search = from.checked_add(FRAME_GEN_OFFSET)?;
+        loop {
+            let haystack = bytes.get(search..field_end)?;
+            let found = memchr::memmem::find(haystack, &needle)?;
+            let frame_at = search + found - FRAME_GEN_OFFSET;
+            if let Some(FrameRead::Record { .. }) = bytes.get(frame_at..).map(|r| self.read(r)) {
+                return Some(frame_at);
+            }
+            search += found + 1;
+        }
+    }
 }
 
 /// One change inside a record.

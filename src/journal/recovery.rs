@@ -533,19 +533,14 @@ fn unattributed_generation(loser: &Candidate, elected: u64) -> u64 {
 /// The end of the last record of `generation` that starts at or after `from`, if any: proof
 /// that what stopped the replay was damage, not the end of the data (`verify` asks the same).
 pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
-    let needle = (generation as u32).to_le_bytes();
     let frames = format::Frames::new(generation);
     let mut last = None;
-    let mut search = from + 4;
-    while let Some(found) = bytes
-        .get(search..)
-        .and_then(|h| memchr::memmem::find(h, &needle))
-    {
-        let frame_at = search + found - 4;
+    let mut search = from;
+    while let Some(frame_at) = frames.find(bytes, search, bytes.len()) {
         if let Some(FrameRead::Record { len }) = bytes.get(frame_at..).map(|r| frames.read(r)) {
             last = Some(frame_at + FRAME_SIZE + len);
         }
-        search += found + 1;
+        search = frame_at + 1;
     }
     last
 }

@@ -1,0 +1,436 @@
+//! Replaying a journal into the live map, fast.
+//!
+//! A journal holds many overwrites of the same keys, so replay first resolves the last
+//! operation for every key while pointing into the file's bytes (no allocation per record),
+//! and decodes only the values that survive. A record whose checksum holds but whose body is
+//! malformed (a bug or a forged file) ends the replay at that record, as damage does.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault};
+
+use super::format::{
+    self, FRAME_SIZE, FrameRead, HEADER_SIZE, MAX_KEY_LEN, OP_BATCH, OP_CLEAR, OP_COMMIT,
+    OP_DELETE, OP_PUT,
+};
+use crate::Value;
+use crate::bonjson::{self, DecodeOptions};
+
+mod split;
+use split::{SYNC_WINDOW, split_attempt, split_point};
+
+/// The result of a replay.
+pub(crate) struct Replayed {
+    /// The live entries, keys already in the type the map holds (`Arc<str>`).
+    pub(crate) entries: Vec<(std::sync::Arc<str>, Value)>,
+    /// End of the last record applied.
+    pub(crate) end: usize,
+    /// Why the replay stopped (`Torn` also for a malformed record).
+    pub(crate) stop: FrameRead,
+    /// Whether the generation's commit marker was among the records applied. Every committed
+    /// journal has one after its snapshot; without it, the snapshot itself is damaged.
+    pub(crate) committed: bool,
+}
+
+/// The last operation seen for a key: the encoded value it put (decoded only if it
+/// survives), or `None` for a deletion (kept only by a worker whose part of the journal does
+/// not start at the beginning), and the start of the record it came from.
+#[derive(Clone, Copy)]
+struct Pending<'a> {
+    value: Option<&'a [u8]>,
+    offset: usize,
+}
+
+/// Longest key kept inline in the replay table.
+const INLINE_KEY: usize = 22;
+
+/// A key as the replay table holds it: short keys (nearly all) are copied inline, so probing the
+/// table never reaches back into the journal's bytes, which is what made replay miss the cache
+/// twice per record.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Inline(u8, [u8; INLINE_KEY]),
+    Long(&'a [u8]),
+}
+
+impl<'a> Key<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        let mut inline = [0_u8; INLINE_KEY];
+        match inline.get_mut(..bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                Key::Inline(bytes.len() as u8, inline)
+            }
+            None => Key::Long(bytes),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline(len, bytes) => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Key::Long(bytes) => bytes,
+        }
+    }
+}
+
+impl PartialEq for Key<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Key<'_> {}
+
+/// A key with its hash, computed once per operation (see [`Keys`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Hashed<'a> {
+    hash: u64,
+    key: Key<'a>,
+}
+
+impl std::hash::Hash for Hashed<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Hands a [`Hashed`] key's hash to the table unchanged.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is ever called; fold anything else in rather than drop it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
+type Table<'a> = HashMap<Hashed<'a>, Pending<'a>, BuildHasherDefault<PassThrough>>;
+
+/// Journals at least this large replay on two threads (below it, starting a thread costs
+/// more than it saves).
+const PARALLEL_FROM: usize = 4 << 20;
+
+/// Hashes keys once each, with a randomly seeded fast hasher shared by both workers, so one
+/// worker's keys can be looked up in the other's table as they are.
+#[derive(Clone, Copy)]
+struct Keys<'h> {
+    hasher: &'h foldhash::fast::RandomState,
+}
+
+impl Keys<'_> {
+    fn hashed<'a>(&self, key: &'a [u8]) -> Hashed<'a> {
+        Hashed {
+            hash: self.hasher.hash_one(key),
+            key: Key::new(key),
+        }
+    }
+}
+
+/// Replays the records of `generation` in `bytes` (a whole journal file).
+pub(crate) fn replay(bytes: &[u8], generation: u64, decode: &DecodeOptions) -> Replayed {
+    let parallel = !cfg!(loom) && bytes.len() >= PARALLEL_FROM;
+    replay_with(bytes, generation, decode, |limit| {
+        parallel.then(|| split_point(bytes, limit)).flatten()
+    })
+}
+
+/// Replays on two threads split by position ([`split`]) where `split` names a point for a
+/// given limit, on one thread otherwise.
+fn replay_with(
+    bytes: &[u8],
+    generation: u64,
+    decode: &DecodeOptions,
+    split: impl Fn(usize) -> Option<usize>,
+) -> Replayed {
+    let hasher = foldhash::fast::RandomState::default();
+    let keys = Keys { hasher: &hasher };
+    let frames = format::Frames::new(generation);
+    let mut limit = bytes.len();
+    loop {
+        let sync = split(limit).and_then(|at| {
+            let until = at.saturating_add(SYNC_WINDOW).min(limit);
+            frames.find(bytes, at, until)
+        });
+        let outcome = match sync {
+            Some(sync) => split_attempt(bytes, limit, sync, generation, decode, keys),
+            None => whole_attempt(bytes, limit, generation, decode, keys),
+        };
+        match outcome {
+            Ok(replayed) => return replayed,
+            // A malformed record: replay again, stopping before it. (`bad` is always a record
+            // start below `limit`; the `min` only guarantees progress.)
+            Err(bad) => limit = bad.min(limit.saturating_sub(1)),
+        }
+    }
+}
+
+fn whole_attempt(
+    bytes: &[u8],
+    limit: usize,
+    generation: u64,
+    decode: &DecodeOptions,
+    keys: Keys<'_>,
+) -> Result<Replayed, usize> {
+    let scanned = scan(bytes, HEADER_SIZE, limit, generation, decode, keys)?;
+    let entries = decode_live(scanned.live.into_iter(), decode)?;
+    Ok(Replayed {
+        entries,
+        end: scanned.end,
+        stop: scanned.stop,
+        committed: scanned.committed,
+    })
+}
+
+/// Decodes the surviving values (skipping deletions); `Err` holds the start of the record of
+/// a value that does not decode or a key that is not UTF-8.
+fn decode_live<'a>(
+    live: impl Iterator<Item = (Hashed<'a>, Pending<'a>)>,
+    decode: &DecodeOptions,
+) -> Result<Vec<(std::sync::Arc<str>, Value)>, usize> {
+    let mut entries = Vec::with_capacity(live.size_hint().0);
+    for (key, pending) in live {
+        let Some(value) = pending.value else { continue };
+        let value = bonjson::decode_with(value, decode).ok();
+        match (std::str::from_utf8(key.key.as_bytes()), value) {
+            (Ok(key), Some(value)) => entries.push((key.into(), value)),
+            _ => return Err(pending.offset),
+        }
+    }
+    Ok(entries)
+}
+
+/// What a scan of the records found: the last operation on every key, still pointing into
+/// the journal's bytes.
+struct Scanned<'a> {
+    live: Table<'a>,
+    end: usize,
+    stop: FrameRead,
+    committed: bool,
+    /// Whether a clear was among the records (for a part after the first: the parts before
+    /// it are gone).
+    cleared: bool,
+}
+
+/// Reads the records of `generation` starting at `from` (a record start), while they start
+/// below `limit`, and resolves each key's last operation. A scan from the first record drops
+/// deleted keys; one from further on keeps deletions as such. `Err` holds the start of the
+/// first malformed record.
+fn scan<'a>(
+    bytes: &'a [u8],
+    from: usize,
+    limit: usize,
+    generation: u64,
+    decode: &DecodeOptions,
+    keys: Keys<'_>,
+) -> Result<Scanned<'a>, usize> {
+    // Keys arrive hashed (by a randomly seeded fast hasher: these tables only live during
+    // open or one compaction, and SipHash was a fifth of the replay's instructions).
+    let mut part = Part {
+        live: HashMap::default(),
+        keys,
+        keep_deletions: from > HEADER_SIZE,
+        cleared: false,
+    };
+    let mut pos = from;
+    let mut committed = false;
+    let frames = format::Frames::new(generation);
+    let stop = loop {
+        if pos >= limit {
+            break if limit < bytes.len() {
+                FrameRead::Torn
+            } else {
+                FrameRead::Zero
+            };
+        }
+        let rest = bytes.get(pos..).unwrap_or_default();
+        match frames.read(rest) {
+            FrameRead::Record { len } => {
+                let body = rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default();
+                apply(body, pos, &mut part, decode).ok_or(pos)?;
+                committed |= format::decode_commit(body) == Some(generation);
+                pos += FRAME_SIZE + len;
+            }
+            other => break other,
+        }
+    };
+    Ok(Scanned {
+        live: part.live,
+        end: pos,
+        stop,
+        committed,
+        cleared: part.cleared,
+    })
+}
+
+/// One worker's table as records are applied to it.
+struct Part<'a, 'h> {
+    live: Table<'a>,
+    keys: Keys<'h>,
+    keep_deletions: bool,
+    cleared: bool,
+}
+
+impl<'a> Part<'a, '_> {
+    fn put(&mut self, key: &'a [u8], value: &'a [u8], offset: usize) {
+        let pending = Pending {
+            value: Some(value),
+            offset,
+        };
+        self.live.insert(self.keys.hashed(key), pending);
+    }
+
+    fn delete(&mut self, key: &'a [u8], offset: usize) {
+        let key = self.keys.hashed(key);
+        if self.keep_deletions {
+            let pending = Pending {
+                value: None,
+                offset,
+            };
+            self.live.insert(key, pending);
+        } else {
+            self.live.remove(&key);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.live.clear();
+        self.cleared = true;
+    }
+}
+
+/// One live key of a journal as compaction copies it: raw key and encoded value bytes.
+pub(crate) struct LiveRecord<'a> {
+    key: Key<'a>,
+    value: &'a [u8],
+    offset: usize,
+}
+
+impl LiveRecord<'_> {
+    /// The key's bytes (valid UTF-8 when the record was written by this crate).
+    pub(crate) fn key(&self) -> &[u8] {
+        self.key.as_bytes()
+    }
+
+    /// The value's BONJSON bytes, exactly as the journal holds them.
+    pub(crate) fn value(&self) -> &[u8] {
+        self.value
+    }
+}
+
+/// The live keys of `bytes`, a journal of `generation` whose records end exactly at
+/// `bytes.len()`, in the order of the records that last wrote them. This is what compaction
+/// writes into the next generation: the journal's records are the map, so a compaction can copy
+/// them without touching the published map (and without keeping any version of it alive while
+/// writers go on). `None` if the records do not run exactly to the end or one is malformed:
+/// the caller then compacts from the map instead.
+pub(crate) fn live_records<'a>(
+    bytes: &'a [u8],
+    generation: u64,
+    decode: &DecodeOptions,
+) -> Option<Vec<LiveRecord<'a>>> {
+    let hasher = foldhash::fast::RandomState::default();
+    let keys = Keys { hasher: &hasher };
+    let scanned = scan(bytes, HEADER_SIZE, bytes.len(), generation, decode, keys).ok()?;
+    if scanned.end != bytes.len() {
+        return None;
+    }
+    let mut records: Vec<LiveRecord<'a>> = scanned
+        .live
+        .into_iter()
+        .filter_map(|(key, pending)| {
+            Some(LiveRecord {
+                key: key.key,
+                value: pending.value?,
+                offset: pending.offset,
+            })
+        })
+        .collect();
+    // Record order: the copy then reads the old journal front to back.
+    records.sort_unstable_by_key(|r| r.offset);
+    Some(records)
+}
+
+/// Applies one record body; `None` if it is malformed.
+fn apply<'a>(
+    body: &'a [u8],
+    offset: usize,
+    part: &mut Part<'a, '_>,
+    decode: &DecodeOptions,
+) -> Option<()> {
+    let (&code, rest) = body.split_first()?;
+    match code {
+        OP_PUT => {
+            let (key, value) = key_and_rest(rest)?;
+            part.put(key, value, offset);
+        }
+        OP_DELETE => {
+            let (key, rest) = key_and_rest(rest)?;
+            if !rest.is_empty() {
+                return None;
+            }
+            part.delete(key, offset);
+        }
+        OP_CLEAR if rest.is_empty() => part.clear(),
+        OP_COMMIT => {}
+        OP_BATCH => {
+            let (count, mut rest) = varint(rest)?;
+            if count > body.len() as u64 {
+                return None;
+            }
+            for _ in 0..count {
+                let (&code, after) = rest.split_first()?;
+                let (key, after) = key_and_rest(after)?;
+                match code {
+                    OP_PUT => {
+                        // Decoded here only to find where the value ends (and that it is
+                        // well formed); a surviving value is decoded again at the end.
+                        let (_, used) = bonjson::decode_prefix(after, decode).ok()?;
+                        part.put(key, after.get(..used)?, offset);
+                        rest = after.get(used..)?;
+                    }
+                    OP_DELETE => {
+                        part.delete(key, offset);
+                        rest = after;
+                    }
+                    _ => return None,
+                }
+            }
+            if !rest.is_empty() {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+fn key_and_rest(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = varint(bytes)?;
+    let len = usize::try_from(len).ok()?;
+    if len == 0 || len > MAX_KEY_LEN {
+        return None;
+    }
+    Some((rest.get(..len)?, rest.get(len..)?))
+}
+
+fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0_u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f).checked_shl(7 * i as u32)?;
+        if b & 0x80 == 0 {
+            return Some((value, bytes.get(i + 1..)?));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;
