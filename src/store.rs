@@ -391,7 +391,6 @@ impl Drop for KVStore {
     }
 }
 
-/// The published map of a replay's entries.
 /// Copies a read-only store's files and runs recovery on the copies. `read(2)` copies a file a
 /// live writer appends to page by page, so a copy can catch one record half-written while a
 /// later page, copied a moment after, already holds newer complete records: that looks like
@@ -412,11 +411,9 @@ fn recover_copied(base: &Path) -> Result<recovery::Opened> {
     }
 }
 
-fn map_of(entries: Vec<(std::sync::Arc<str>, Value)>) -> Map {
-    entries
-        .into_iter()
-        .map(|(k, v)| (k, std::sync::Arc::new(v)))
-        .collect()
+/// The published map of a replay's entries.
+fn map_of(entries: Vec<crate::journal::replay::Entry>) -> Map {
+    entries.into_iter().collect()
 }
 
 fn loss_events(active: &Journal, tail: &Tail, notes: &[Note]) -> Vec<Event> {

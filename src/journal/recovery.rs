@@ -64,7 +64,7 @@ impl std::fmt::Display for Note {
 pub(crate) struct Opened {
     pub(crate) active: Journal,
     pub(crate) inactive: Journal,
-    pub(crate) entries: Vec<(std::sync::Arc<str>, crate::Value)>,
+    pub(crate) entries: Vec<super::replay::Entry>,
     pub(crate) tail: Tail,
     /// Problems found and worked around, for the data-loss event.
     pub(crate) notes: Vec<Note>,

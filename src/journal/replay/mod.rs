@@ -18,10 +18,13 @@ use crate::bonjson::{self, DecodeOptions};
 mod split;
 use split::{SYNC_WINDOW, split_attempt, split_point};
 
+/// One live entry, in the types the published map holds (made on the replay threads).
+pub(crate) type Entry = (std::sync::Arc<str>, std::sync::Arc<Value>);
+
 /// The result of a replay.
 pub(crate) struct Replayed {
-    /// The live entries, keys already in the type the map holds (`Arc<str>`).
-    pub(crate) entries: Vec<(std::sync::Arc<str>, Value)>,
+    /// The live entries.
+    pub(crate) entries: Vec<Entry>,
     /// End of the last record applied.
     pub(crate) end: usize,
     /// Why the replay stopped (`Torn` also for a malformed record).
@@ -194,13 +197,13 @@ fn whole_attempt(
 fn decode_live<'a>(
     live: impl Iterator<Item = (Hashed<'a>, Pending<'a>)>,
     decode: &DecodeOptions,
-) -> Result<Vec<(std::sync::Arc<str>, Value)>, usize> {
+) -> Result<Vec<Entry>, usize> {
     let mut entries = Vec::with_capacity(live.size_hint().0);
     for (key, pending) in live {
         let Some(value) = pending.value else { continue };
         let value = bonjson::decode_with(value, decode).ok();
         match (std::str::from_utf8(key.key.as_bytes()), value) {
-            (Ok(key), Some(value)) => entries.push((key.into(), value)),
+            (Ok(key), Some(value)) => entries.push((key.into(), std::sync::Arc::new(value))),
             _ => return Err(pending.offset),
         }
     }

@@ -43,7 +43,7 @@ fn outcome(replayed: Replayed) -> (Vec<(String, Value)>, usize, FrameRead, bool)
     let mut entries: Vec<(String, Value)> = replayed
         .entries
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
+        .map(|(k, v)| (k.to_string(), Value::clone(&v)))
         .collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     (entries, replayed.end, replayed.stop, replayed.committed)
