@@ -2,13 +2,14 @@
 //!
 //! Readers `load` the published version through `arc-swap` and look up in it without locking;
 //! a [`Snapshot`] is a counted reference to one version. The writer keeps two versions, left-
-//! right style: the published one and a spare that lags it by one write. A write applies the
-//! lagging change and the new one to the spare *in place* (a persistent map mutates nodes it
-//! owns alone without copying them) and swaps it in; the old published version becomes the
-//! spare. If a reader or a snapshot still holds the spare, the writer takes an O(1) clone of it
-//! instead and the persistent map copies only the nodes it then changes, each at most once:
-//! no write ever copies the whole map, however long a snapshot is held. `docs/design.md` has
-//! the measurements behind this choice.
+//! right style: the published one and a spare. A write applies its change to the spare *in
+//! place* (a persistent map mutates nodes it owns alone without copying them) and swaps it in;
+//! the version it replaced becomes the spare and gets the same change at once if no reader
+//! holds it any more, or at the next write if one does (the change waits as the *lag*). If a
+//! reader or a snapshot still holds the spare when a write needs it, the writer takes an O(1)
+//! clone of it instead and the persistent map copies only the nodes it then changes, each at
+//! most once: no write ever copies the whole map, however long a snapshot is held.
+//! `docs/design.md` has the measurements behind this choice.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -61,7 +62,8 @@ impl ChangeKey {
 /// How long the writer waits for a reader to let go of the spare before cloning it instead.
 const SPARE_SPIN: Duration = Duration::from_micros(1);
 
-/// The writer's side of publication: the spare version and the change it lags by.
+/// The writer's side of publication: the spare version and the changes it lags by (none
+/// when it was caught up right after the swap).
 pub(crate) struct Publisher {
     spare: Option<Arc<Version>>,
     lag: Vec<Change>,
@@ -125,15 +127,27 @@ impl Publisher {
             for (i, change) in changes.iter_mut().enumerate() {
                 let old = apply(&mut version.map, change);
                 if i == 0 && want_previous {
-                    previous = old.map(|v| Value::clone(&v));
+                    previous = old;
                 }
             }
             version.seq = seq;
         }
-        let old = cell.swap(spare);
+        let mut old = cell.swap(spare);
+        // Catch the version just replaced up now if no reader holds it any more (the usual
+        // case without a busy reader): the next write then finds its spare current, and the
+        // value this write replaced is held by nobody else, so it is handed to the caller
+        // as is instead of cloned. If a reader still holds it, the changes wait as the lag.
+        if let Some(version) = Arc::get_mut(&mut old) {
+            for change in changes.iter_mut() {
+                apply(&mut version.map, change);
+            }
+            version.seq = seq;
+            changes.clear();
+        } else {
+            std::mem::swap(&mut self.lag, changes);
+        }
         self.spare = Some(old);
-        std::mem::swap(&mut self.lag, changes);
-        previous
+        previous.map(|v| std::sync::Arc::try_unwrap(v).unwrap_or_else(|v| Value::clone(&v)))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The store against an obviously correct model (`BTreeMap`): random sequences of inserts,
-//! removes, batches, clears, compactions and reopens on tiny journals, compared after every
-//! step and every reopen.
+//! removes, batches, clears, compactions, reopens and held snapshots on tiny journals, compared
+//! after every step and every reopen (each held snapshot against the model when it was taken).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,6 +16,10 @@ enum Step {
     Compact,
     Reopen,
     Sync,
+    /// Take a snapshot and hold it (up to three at once; the oldest is let go).
+    TakeSnapshot,
+    /// Let go of the newest snapshot held.
+    DropSnapshot,
 }
 
 fn value() -> impl Strategy<Value = Value> {
@@ -38,6 +42,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Compact),
         1 => Just(Step::Reopen),
         1 => Just(Step::Sync),
+        2 => Just(Step::TakeSnapshot),
+        1 => Just(Step::DropSnapshot),
     ]
 }
 
@@ -75,6 +81,8 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let base = dir.path().join("model");
     let mut store = open(&base);
     let mut model = BTreeMap::new();
+    // Held snapshots with the model they were taken at: later writes must never change them.
+    let mut held: Vec<(resilient_kv::Snapshot, BTreeMap<String, Value>)> = Vec::new();
     for step in steps {
         match step {
             Step::Insert(k, v) => {
@@ -108,8 +116,22 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 drop(store);
                 store = open(&base);
             }
+            Step::TakeSnapshot => {
+                if held.len() == 3 {
+                    held.remove(0);
+                }
+                held.push((store.snapshot(), model.clone()));
+            }
+            Step::DropSnapshot => {
+                held.pop();
+            }
         }
         check(&store, &model)?;
+        for (snapshot, then) in &held {
+            let expected: HashMap<String, Value> = then.clone().into_iter().collect();
+            prop_assert_eq!(snapshot.to_hashmap(), expected);
+            prop_assert_eq!(snapshot.len(), then.len());
+        }
     }
     drop(store);
     let store = open(&base);
