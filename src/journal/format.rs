@@ -214,12 +214,26 @@ impl Frames {
         }
     }
 
-    /// The first position at or after `from` where a valid record of this generation starts
-    /// (its frame names the generation and its checksum holds), looking at frame starts below
-    /// `until`; the record itself may run past `until`. Frames are found through their
+    /// The first valid record of this generation (its frame names the generation and its
+    /// checksum holds) that starts at or after `from` and below `until`, as its start and body
+    /// length; the record itself may run past `until`. Frames are found through their
     /// generation field, so runs of zeros and other generations' records are skipped at
     /// `memchr` speed.
-    pub(crate) fn find(&self, bytes: &[u8], from: usize, until: usize) -> Option<usize> {
+    pub(crate) fn find(&self, bytes: &[u8], from: usize, until: usize) -> Option<(usize, usize)> {
+        self.find_checking_at_most(bytes, from, until, usize::MAX)
+    }
+
+    /// [`Frames::find`], giving up (`None`) once the candidates it has checksummed claim more
+    /// than `budget` bytes of body in all: for searches that are only a hint (where to split a
+    /// replay), so that values crafted to hold many frame images claiming long bodies cannot
+    /// make them slow.
+    pub(crate) fn find_checking_at_most(
+        &self,
+        bytes: &[u8],
+        from: usize,
+        until: usize,
+        mut budget: usize,
+    ) -> Option<(usize, usize)> {
         let needle = (self.generation as u32).to_le_bytes();
         // The generation field of a frame starting just below `until` ends here.
         let field_end = until
@@ -230,8 +244,11 @@ impl Frames {
             let haystack = bytes.get(search..field_end)?;
             let found = memchr::memmem::find(haystack, &needle)?;
             let frame_at = search + found - FRAME_GEN_OFFSET;
-            if let Some(FrameRead::Record { .. }) = bytes.get(frame_at..).map(|r| self.read(r)) {
-                return Some(frame_at);
+            let region = bytes.get(frame_at..).unwrap_or_default();
+            let claimed = read_u32(region, FRAME_LEN_OFFSET).map_or(0, |len| len as usize);
+            budget = budget.checked_sub(claimed)?;
+            if let FrameRead::Record { len } = self.read(region) {
+                return Some((frame_at, len));
             }
             search += found + 1;
         }

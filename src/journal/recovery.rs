@@ -536,10 +536,8 @@ pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> O
     let frames = format::Frames::new(generation);
     let mut last = None;
     let mut search = from;
-    while let Some(frame_at) = frames.find(bytes, search, bytes.len()) {
-        if let Some(FrameRead::Record { len }) = bytes.get(frame_at..).map(|r| frames.read(r)) {
-            last = Some(frame_at + FRAME_SIZE + len);
-        }
+    while let Some((frame_at, len)) = frames.find(bytes, search, bytes.len()) {
+        last = Some(frame_at + FRAME_SIZE + len);
         search = frame_at + 1;
     }
     last

@@ -16,7 +16,7 @@ use crate::Value;
 use crate::bonjson::{self, DecodeOptions};
 
 mod split;
-use split::{SYNC_WINDOW, split_attempt, split_point};
+use split::{split_attempt, split_point, sync_point};
 
 /// One live entry, in the types the published map holds (made on the replay threads).
 pub(crate) type Entry = (std::sync::Arc<str>, std::sync::Arc<Value>);
@@ -140,8 +140,10 @@ impl Keys<'_> {
 /// Replays the records of `generation` in `bytes` (a whole journal file).
 pub(crate) fn replay(bytes: &[u8], generation: u64, decode: &DecodeOptions) -> Replayed {
     let parallel = !cfg!(loom) && bytes.len() >= PARALLEL_FROM;
-    replay_with(bytes, generation, decode, |limit| {
-        parallel.then(|| split_point(bytes, limit)).flatten()
+    replay_with(bytes, generation, decode, |limit, frames| {
+        parallel
+            .then(|| split_point(bytes, limit, frames))
+            .flatten()
     })
 }
 
@@ -151,17 +153,14 @@ fn replay_with(
     bytes: &[u8],
     generation: u64,
     decode: &DecodeOptions,
-    split: impl Fn(usize) -> Option<usize>,
+    split: impl Fn(usize, &format::Frames) -> Option<usize>,
 ) -> Replayed {
     let hasher = foldhash::fast::RandomState::default();
     let keys = Keys { hasher: &hasher };
     let frames = format::Frames::new(generation);
     let mut limit = bytes.len();
     loop {
-        let sync = split(limit).and_then(|at| {
-            let until = at.saturating_add(SYNC_WINDOW).min(limit);
-            frames.find(bytes, at, until)
-        });
+        let sync = split(limit, &frames).and_then(|at| sync_point(bytes, at, limit, &frames));
         let outcome = match sync {
             Some(sync) => split_attempt(bytes, limit, sync, generation, decode, keys),
             None => whole_attempt(bytes, limit, generation, decode, keys),

@@ -8,6 +8,7 @@
 //! one thread; if it steps over that point (what the second took for a record start was inside
 //! a record), replay starts over on one thread.
 
+use super::format::Frames;
 use super::{
     DecodeOptions, HEADER_SIZE, Hashed, Keys, PARALLEL_FROM, Pending, Replayed, decode_live, scan,
     whole_attempt,
@@ -15,33 +16,46 @@ use super::{
 
 /// How far past the middle of the data the second worker looks for the start of a record
 /// before replay gives up splitting (a record that long straddles the middle).
-pub(super) const SYNC_WINDOW: usize = 1 << 20;
+const SYNC_WINDOW: usize = 1 << 20;
 
-/// Where to split a replay of the records below `limit`: the middle of the data, which ends
-/// where the zeros begin (found by probing pages, so a journal that is mostly empty still
-/// splits its data in two); `None` if the data is too small to be worth a second thread.
-pub(super) fn split_point(bytes: &[u8], limit: usize) -> Option<usize> {
-    const PAGE: usize = 4096;
+/// How far past a probe point [`split_point`] looks for a record of the generation.
+const PROBE: usize = 64 << 10;
+
+/// Where to split a replay of the records below `limit`: the middle of the data. The data ends
+/// where records of this generation stop, which a binary search finds by probing for a valid
+/// record within [`PROBE`] bytes of each point: zeros and the stale records of an older
+/// generation (a reused file keeps them past the end) both count as no data, so a journal that
+/// is mostly empty still splits its records in two. Records longer than the probe only move
+/// the split point. `None` if the data is too small to be worth a second thread.
+pub(super) fn split_point(bytes: &[u8], limit: usize, frames: &Frames) -> Option<usize> {
     let limit = limit.min(bytes.len());
-    let written = |page: usize| {
-        bytes
-            .get(page * PAGE..((page + 1) * PAGE).min(limit))
-            .is_some_and(|b| b.iter().any(|&x| x != 0))
+    let continues = |at: usize| {
+        let until = at.saturating_add(PROBE).min(limit);
+        frames
+            .find_checking_at_most(bytes, at, until, 2 * PROBE)
+            .is_some()
     };
-    // Binary search for the last page holding data, taking the records as a prefix (a long
-    // run of zeros inside a value only moves the split point; the result is the same).
-    let (mut lo, mut hi) = (HEADER_SIZE / PAGE, limit.div_ceil(PAGE));
-    while hi - lo > 1 {
+    let (mut lo, mut hi) = (HEADER_SIZE, limit);
+    while hi.saturating_sub(lo) > PROBE {
         let mid = lo + (hi - lo) / 2;
-        if written(mid) {
+        if continues(mid) {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    let end = (hi * PAGE).min(limit);
-    let data = end.checked_sub(HEADER_SIZE)?;
+    let data = hi.checked_sub(HEADER_SIZE)?;
     (data >= PARALLEL_FROM).then_some(HEADER_SIZE + data / 2)
+}
+
+/// The first valid record at or after `at` (within [`SYNC_WINDOW`], and checksumming at most
+/// twice that), where the second worker starts; `None` gives up splitting. Only a hint: the
+/// second worker's part counts only if the first worker arrives exactly there.
+pub(super) fn sync_point(bytes: &[u8], at: usize, limit: usize, frames: &Frames) -> Option<usize> {
+    let until = at.saturating_add(SYNC_WINDOW).min(limit);
+    frames
+        .find_checking_at_most(bytes, at, until, 2 * SYNC_WINDOW)
+        .map(|(start, _)| start)
 }
 
 pub(super) fn split_attempt(

@@ -54,7 +54,7 @@ fn sequential(bytes: &[u8]) -> (Vec<(String, Value)>, usize, FrameRead, bool) {
         bytes,
         GENERATION,
         &DecodeOptions::default(),
-        |_| None,
+        |_, _| None,
     ))
 }
 
@@ -63,7 +63,7 @@ fn split_at(bytes: &[u8], at: usize) -> (Vec<(String, Value)>, usize, FrameRead,
         bytes,
         GENERATION,
         &DecodeOptions::default(),
-        |_| Some(at),
+        |_, _| Some(at),
     ))
 }
 
@@ -93,19 +93,63 @@ fn split_replay_equals_sequential_replay() {
             assert_eq!(split_at(&bytes, at), one, "case {case}, split at {at}");
         }
     }
-    // A record whose checksum holds but whose body is malformed ends the replay there,
-    // wherever the split falls.
-    let mut bytes = journal(&mut rng, 300);
+    // Checksum-valid records that are malformed (replay ends before them), that hold a
+    // value that does not decode or a key that is not UTF-8 (replay ends before them if they
+    // survive): the same result wherever the split falls.
     let seed = format::crc_seed(GENERATION);
-    let end = HEADER_SIZE + bytes[HEADER_SIZE..].len() - 4096;
-    let forged = [OP_PUT, 0xff];
+    let encoded = |key: &str, value: Value| {
+        let mut body = Vec::new();
+        format::encode_body(&[Op::Put(key.into(), value)], &Limits::default(), &mut body).unwrap();
+        body
+    };
+    let mut cut_value = encoded("only-here", Value::from("a string value"));
+    cut_value.pop();
+    let mut bad_key = encoded("zz", Value::Integer(5));
+    bad_key[2..4].copy_from_slice(&[0xc3, 0x28]);
+    for (kind, forged) in [vec![OP_PUT, 0xff], cut_value, bad_key]
+        .into_iter()
+        .enumerate()
+    {
+        let mut bytes = journal(&mut rng, 300);
+        let end = bytes.len() - 4096;
+        bytes.truncate(end);
+        bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &forged));
+        bytes.extend_from_slice(&forged);
+        bytes.extend_from_slice(&journal(&mut rng, 50)[HEADER_SIZE..]);
+        let one = sequential(&bytes);
+        if kind == 0 {
+            assert_eq!(one.1, end);
+        }
+        let mut points = vec![HEADER_SIZE, end - 100, end, end + 1, end + 200];
+        points.extend((0..8).map(|_| HEADER_SIZE + rng.index(bytes.len() - HEADER_SIZE)));
+        for at in points {
+            assert_eq!(
+                split_at(&bytes, at),
+                one,
+                "forged record {kind}, split at {at}"
+            );
+        }
+    }
+}
+
+/// A record longer than the second worker's search window straddles the split point: no
+/// split, the same result.
+#[test]
+fn a_record_longer_than_the_sync_window_straddles_the_split() {
+    let mut rng = Rng::new(77);
+    let seed = format::crc_seed(GENERATION);
+    let mut bytes = journal(&mut rng, 100);
+    let end = bytes.len() - 4096;
     bytes.truncate(end);
-    bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &forged));
-    bytes.extend_from_slice(&forged);
-    bytes.extend_from_slice(&journal(&mut rng, 50)[HEADER_SIZE..]);
+    let mut body = Vec::new();
+    let long = Op::Put("long".into(), Value::from("L".repeat(3 << 20)));
+    format::encode_body(&[long], &Limits::default(), &mut body).unwrap();
+    bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &body));
+    bytes.extend_from_slice(&body);
+    bytes.extend_from_slice(&journal(&mut rng, 100)[HEADER_SIZE..]);
     let one = sequential(&bytes);
-    assert_eq!(one.1, end);
-    for at in [HEADER_SIZE, end - 100, end, end + 1, end + 200] {
+    assert!(one.1 > end + FRAME_SIZE + body.len());
+    for at in [end + 1, end + 1000, end + body.len() / 2] {
         assert_eq!(split_at(&bytes, at), one, "split at {at}");
     }
 }
@@ -140,7 +184,10 @@ fn a_record_inside_a_record_does_not_fool_the_split() {
     bytes.resize(bytes.len() + 4096, 0);
     let carrier = end + FRAME_SIZE;
     let planted = format::Frames::new(GENERATION).find(&bytes, carrier, bytes.len());
-    assert_eq!(planted, Some(carrier + body.len() - 1 - image.len()));
+    assert_eq!(
+        planted.map(|(at, _)| at),
+        Some(carrier + body.len() - 1 - image.len())
+    );
     let one = sequential(&bytes);
     assert_eq!(one.1, end + FRAME_SIZE + body.len());
     assert!(one.0.contains(&(image, Value::Integer(2))));
@@ -148,22 +195,77 @@ fn a_record_inside_a_record_does_not_fool_the_split() {
     assert_eq!(split_at(&bytes, carrier), one);
 }
 
-/// The split point is the middle of the data, not of the file, and small data is not
-/// split at all.
+/// `bytes` of `len`, holding records of `generation` from the header up to `data_end` (1 KiB
+/// each), then zeros.
+fn records_then_zeros(generation: u64, data_end: usize, len: usize) -> Vec<u8> {
+    let seed = format::crc_seed(generation);
+    let mut bytes = vec![0_u8; HEADER_SIZE];
+    let mut body = Vec::new();
+    let op = Op::Put("k".into(), Value::from("v".repeat(1000)));
+    format::encode_body(&[op], &Limits::default(), &mut body).unwrap();
+    while bytes.len() + FRAME_SIZE + body.len() <= data_end {
+        bytes.extend_from_slice(&format::frame_seeded(generation, seed, &body));
+        bytes.extend_from_slice(&body);
+    }
+    bytes.resize(len, 0);
+    bytes
+}
+
+/// The split point is the middle of the data, not of the file: the data ends where this
+/// generation's records do, whether zeros or an older generation's records follow. Small
+/// data is not split at all.
 #[test]
 fn split_point_halves_the_data() {
-    let mut bytes = vec![0_u8; HEADER_SIZE + (32 << 20)];
-    bytes[HEADER_SIZE..HEADER_SIZE + (10 << 20)].fill(0x5a);
+    let frames = format::Frames::new(GENERATION);
+    let data_end = HEADER_SIZE + (10 << 20);
+    let middle = HEADER_SIZE + (5 << 20);
+    let near =
+        |point: Option<usize>, want: usize| point.is_some_and(|p| p.abs_diff(want) <= 64 << 10);
+    let mut bytes = records_then_zeros(GENERATION, data_end, HEADER_SIZE + (32 << 20));
+    assert!(near(split_point(&bytes, bytes.len(), &frames), middle));
+    let limit = HEADER_SIZE + (8 << 20);
+    assert!(near(
+        split_point(&bytes, limit, &frames),
+        HEADER_SIZE + (4 << 20)
+    ));
+    // A reused file: an older generation's records run on past this one's.
+    let stale = records_then_zeros(GENERATION - 1, HEADER_SIZE + (30 << 20), bytes.len());
+    bytes[data_end..].copy_from_slice(&stale[data_end..]);
+    assert!(near(split_point(&bytes, bytes.len(), &frames), middle));
+    let small = records_then_zeros(GENERATION, HEADER_SIZE + (3 << 20), bytes.len());
+    assert_eq!(split_point(&small, small.len(), &frames), None);
+    assert_eq!(split_point(&small, 0, &frames), None);
+}
+
+/// A search that is only a hint gives up once the candidates it checked claim more than its
+/// budget: frame images claiming long bodies (inside values, say) cannot make it slow. The
+/// unbounded search still finds the record after them.
+#[test]
+fn a_bounded_search_gives_up_on_frame_images_claiming_long_bodies() {
+    let frames = format::Frames::new(GENERATION);
+    let mut bytes = vec![0_u8; HEADER_SIZE];
+    for _ in 0..64 {
+        // A frame image of this generation claiming a 1 MiB body, its checksum wrong.
+        bytes.extend_from_slice(&(1_u32 << 20).to_le_bytes());
+        bytes.extend_from_slice(&(GENERATION as u32).to_le_bytes());
+        bytes.extend_from_slice(&[0xee; 4]);
+    }
+    let real = bytes.len();
+    let body = [OP_COMMIT];
+    let seed = format::crc_seed(GENERATION);
+    bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &body));
+    bytes.extend_from_slice(&body);
+    bytes.resize(bytes.len() + (2 << 20), 0x11);
+    let len = bytes.len();
+    assert_eq!(frames.find(&bytes, HEADER_SIZE, len), Some((real, 1)));
     assert_eq!(
-        split_point(&bytes, bytes.len()),
-        Some(HEADER_SIZE + (5 << 20))
+        frames.find_checking_at_most(&bytes, HEADER_SIZE, len, 3 << 20),
+        None
     );
     assert_eq!(
-        split_point(&bytes, HEADER_SIZE + (8 << 20)),
-        Some(HEADER_SIZE + (4 << 20))
+        frames.find_checking_at_most(&bytes, HEADER_SIZE, len, 65 << 20),
+        Some((real, 1))
     );
-    bytes[HEADER_SIZE + (3 << 20)..].fill(0);
-    assert_eq!(split_point(&bytes, bytes.len()), None);
 }
 
 /// What compaction copies out of a journal is exactly what opening it replays, record for
