@@ -91,6 +91,16 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
             let mut w = shared.writer.lock();
             w.compacting = false;
             w.failures += 1;
+            // The writers that needed room get `Full` (they watch `failures`); a later write
+            // that needs room says so again. Left set, the room would make every later
+            // compaction try to grow for a write nobody is making any more.
+            w.room_needed = 0;
+            w.waited_for_room = false;
+            // Back off: the next automatic attempt waits until half of the journal's remaining
+            // room is used, instead of starting again at the very next write (a full disk or a
+            // failing device would otherwise see compaction after compaction).
+            let (end, capacity) = (w.active.end(), w.active.capacity());
+            w.trigger = w.trigger.max(end + capacity.saturating_sub(end) / 2);
             shared.swapped.notify_all();
         }
         for reply in replies.into_iter().flatten() {
@@ -346,12 +356,18 @@ fn write_snapshot(
     let max_size = shared.config.max_size;
     // When the size of what will be written is known (copying records), grow first, exactly as
     // the check after writing would, instead of writing everything twice.
+    // Growing for headroom is best effort: if the disk refuses it, the live data is written at
+    // the size the journal has (more frequent compactions beat none); only data that does not
+    // fit at all fails the compaction.
     if let Some(end) = expected_end {
         let used = end + room_needed;
         let capacity = journal.capacity();
         let comfortable = ((capacity as f64) * ratio / 2.0) as usize;
-        if used > comfortable && capacity < max_size {
-            grow(shared, journal, wanted_capacity(used, ratio, max_size))?;
+        if used > comfortable
+            && capacity < max_size
+            && grow(shared, journal, wanted_capacity(used, ratio, max_size)).is_err()
+        {
+            shared.writer.lock().growth_refused += 1;
         }
     }
     let mut first = true;
@@ -371,7 +387,10 @@ fn write_snapshot(
                 if used <= comfortable || capacity >= max_size {
                     return Ok(generation);
                 }
-                grow(shared, journal, wanted_capacity(used, ratio, max_size))?;
+                if grow(shared, journal, wanted_capacity(used, ratio, max_size)).is_err() {
+                    shared.writer.lock().growth_refused += 1;
+                    return Ok(generation);
+                }
             }
             Err(Stop::NoRoom) if capacity < max_size => {
                 let used = journal.end().max(capacity);

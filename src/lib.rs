@@ -30,6 +30,8 @@ pub mod bonjson;
 mod compactor;
 mod error;
 mod events;
+#[cfg(test)]
+mod full_disk_tests;
 mod journal;
 #[cfg(loom)]
 #[doc(hidden)]

@@ -46,6 +46,10 @@ pub(crate) struct Writer {
     pub(crate) compacting: bool,
     /// Compactions that ended in failure (writers waiting for room watch this).
     pub(crate) failures: u64,
+    /// Compactions that could not grow the journals as far as they wanted (a full disk) and
+    /// went on at the size they had: a writer waiting for room it still does not have after
+    /// one of them gets `Full` instead of waiting for growth that is not coming.
+    pub(crate) growth_refused: u64,
     /// The generation whose high-water mark already fired the callback.
     pub(crate) hwm_fired: u64,
     /// Position past which the next automatic compaction starts.
@@ -188,6 +192,7 @@ impl Shared {
             .all(|op| matches!(op, Op::Delete(_) | Op::Clear));
         let mut w = self.writer.lock();
         let mut compacted_once = false;
+        let mut growth_refused = w.growth_refused;
         loop {
             self.check_poison()?;
             let limit = if removal_only {
@@ -211,9 +216,16 @@ impl Shared {
                     max_size: self.config.max_size as u64,
                 });
             }
+            if compacted_once && w.growth_refused != growth_refused {
+                return Err(Error::Full {
+                    needed: (w.active.end() + size) as u64,
+                    max_size: self.config.max_size as u64,
+                });
+            }
             w.room_needed = w.room_needed.max(size);
             w.waited_for_room = true;
             let failures = w.failures;
+            growth_refused = w.growth_refused;
             if !w.compacting {
                 w.compacting = true;
                 if self

@@ -197,6 +197,7 @@ impl KVStore {
                 trigger,
                 next_generation: opened_highest.saturating_add(1),
                 room_needed: 0,
+                growth_refused: 0,
                 waited_for_room: false,
                 early: Default::default(),
             }),

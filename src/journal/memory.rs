@@ -352,6 +352,8 @@ pub(crate) struct MemBackend {
     base: PathBuf,
     /// While set, every flush and sync fails (an injected I/O error).
     pub(crate) fail_flushes: Arc<AtomicBool>,
+    /// While non-zero, growing a file beyond this many bytes fails as on a full disk.
+    pub(crate) grow_limit: Arc<AtomicUsize>,
     recorder: Arc<Recorder>,
 }
 
@@ -368,6 +370,7 @@ impl MemBackend {
             files: Arc::default(),
             base: PathBuf::from("memory"),
             fail_flushes: Arc::default(),
+            grow_limit: Arc::default(),
             recorder: Arc::new(Recorder::new(false, DiskImage::default())),
         }
     }
@@ -384,6 +387,7 @@ impl MemBackend {
             files: Arc::new(Mutex::new(files)),
             base: PathBuf::from("memory"),
             fail_flushes: Arc::default(),
+            grow_limit: Arc::default(),
             recorder: Arc::new(Recorder::new(true, image.clone())),
         }
     }
@@ -483,6 +487,7 @@ impl Backend for MemBackend {
             slot,
             path: self.base.with_extension(slot.extension()),
             fail_flushes: Arc::clone(&self.fail_flushes),
+            grow_limit: Arc::clone(&self.grow_limit),
             recorder: Arc::clone(&self.recorder),
         }))
     }
@@ -493,6 +498,7 @@ struct MemStorage {
     slot: Slot,
     path: PathBuf,
     fail_flushes: Arc<AtomicBool>,
+    grow_limit: Arc<AtomicUsize>,
     recorder: Arc<Recorder>,
 }
 
@@ -576,6 +582,13 @@ impl Storage for MemStorage {
     fn grow(&mut self, new_len: usize) -> io::Result<()> {
         if new_len <= self.capacity() {
             return Ok(());
+        }
+        let limit = self.grow_limit.load(Ordering::SeqCst);
+        if limit != 0 && new_len > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "injected: no space left on the disk",
+            ));
         }
         self.recorder.record(
             DiskOp::Grow {

@@ -1,0 +1,151 @@
+//! A full disk and failing compactions, on the in-memory storage seam: a write that needs
+//! room the disk cannot give fails alone, compactions go on without the headroom they wanted,
+//! and failed compactions are not retried at every write.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::journal::storage::MemBackend;
+use crate::options::Builder;
+use crate::{Error, Event, KVStore, Value};
+
+const JOURNAL: usize = 16 * 1024;
+
+fn open(disk: &MemBackend) -> KVStore {
+    KVStore::open_on(
+        Builder::new(std::path::Path::new("mem")).buffer_size(JOURNAL),
+        disk,
+    )
+    .unwrap()
+}
+
+/// Writes and waits until any compaction the write started has ended; returns how many
+/// compactions failed meanwhile.
+fn insert_and_settle(
+    store: &KVStore,
+    events: &crate::sync::channel::Receiver<Event>,
+    i: usize,
+) -> usize {
+    store
+        .insert(
+            format!("key{:03}", i % 40),
+            Value::from(format!("value {i:06}")),
+        )
+        .unwrap();
+    let mut failed = 0;
+    let mut running = 0_i32;
+    loop {
+        let timeout = if running > 0 {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_millis(2)
+        };
+        match events.recv_timeout(timeout) {
+            Ok(Event::CompactionStarted { .. }) => running += 1,
+            Ok(Event::CompactionFailed { .. }) => {
+                failed += 1;
+                running -= 1;
+            }
+            Ok(Event::CompactionFinished { .. }) => running -= 1,
+            Ok(_) => {}
+            Err(_) if running <= 0 => return failed,
+            Err(e) => panic!("a compaction did not end: {e}"),
+        }
+    }
+}
+
+/// A write that needs the journals to grow on a disk that cannot give the room fails with
+/// `Full` and changes nothing, and leaves no claim behind: later compactions neither try to
+/// grow for it nor fail, and small writes go on (field note 2's "compaction stopped for good
+/// after a failed oversized batch", through a full disk).
+#[test]
+fn a_write_the_full_disk_cannot_hold_fails_alone() {
+    let disk = MemBackend::new();
+    let store = open(&disk);
+    store.insert("small".into(), Value::Integer(1)).unwrap();
+    disk.grow_limit.store(64 * 1024, Ordering::SeqCst);
+    let big = Value::from("b".repeat(40 * 1024));
+    assert!(matches!(
+        store.insert("big".into(), big),
+        Err(Error::Full { .. })
+    ));
+    assert_eq!(store.get("big").unwrap(), None);
+    let events = store.subscribe();
+    let mut failed = 0;
+    for i in 0..3000 {
+        failed += insert_and_settle(&store, &events, i);
+    }
+    store.compact().unwrap();
+    assert_eq!(
+        failed, 0,
+        "compactions after the refused write must succeed"
+    );
+    assert!(store.stats().compactions > 3);
+    drop(store);
+    let store = open(&disk);
+    assert_eq!(store.get("big").unwrap(), None);
+    assert_eq!(store.get("small").unwrap(), Some(Value::Integer(1)));
+    assert_eq!(store.len(), 41);
+}
+
+/// Live data above half the high-water mark makes a compaction want a bigger journal. On a
+/// disk that cannot grow the file, it compacts at the size it has instead of failing (the
+/// data fits), so writes go on.
+#[test]
+fn a_compaction_that_cannot_grow_compacts_at_the_size_it_has() {
+    let disk = MemBackend::new();
+    let store = open(&disk);
+    disk.grow_limit.store(JOURNAL, Ordering::SeqCst);
+    let events = store.subscribe();
+    // About 7.5 KiB of live data: above 6.5 KiB (half the mark), well below 16 KiB.
+    let value = |i: usize| Value::from(format!("{i:0>150}"));
+    for i in 0..45 {
+        store.insert(format!("wide{i:02}"), value(i)).unwrap();
+    }
+    let mut failed = 0;
+    let mut compactions = 0;
+    for i in 0..400 {
+        store
+            .insert(format!("wide{:02}", i % 45), value(i))
+            .unwrap();
+        for event in events.try_iter() {
+            match event {
+                Event::CompactionFailed { .. } => failed += 1,
+                Event::CompactionFinished { .. } => compactions += 1,
+                _ => {}
+            }
+        }
+    }
+    store.compact().unwrap();
+    assert_eq!(failed, 0);
+    assert!(compactions > 2, "{compactions} compactions");
+    assert_eq!(store.stats().active_capacity, JOURNAL as u64);
+    drop(store);
+    let store = open(&disk);
+    assert_eq!(store.len(), 45);
+    assert_eq!(store.get("wide00").unwrap(), Some(value(360)));
+}
+
+/// A compaction that fails (here: its flushes fail) is not started again at the very next
+/// write: the next attempt waits until half of the journal's remaining room is used, so a
+/// failing disk sees a handful of attempts, not one per write.
+#[test]
+fn failed_compactions_back_off() {
+    let disk = MemBackend::new();
+    let store = open(&disk);
+    let events = store.subscribe();
+    disk.fail_flushes.store(true, Ordering::SeqCst);
+    let mut failed = 0;
+    // Stop well before the journal is full (writers would then wait for room and fail).
+    let mut i = 0;
+    while store.stats().active_used < (JOURNAL - 1024) as u64 {
+        failed += insert_and_settle(&store, &events, i);
+        i += 1;
+    }
+    assert!(failed >= 1, "the flushes fail, so compactions must");
+    assert!(
+        failed <= 10,
+        "{failed} failed compactions over {i} writes: no back-off"
+    );
+    disk.fail_flushes.store(false, Ordering::SeqCst);
+}
