@@ -262,6 +262,8 @@ impl Shared {
             .publisher
             .publish(&self.published, &mut changes, seq, want_previous);
         w.changes = changes;
+        // Maps a clear replaced are freed below, after the writer lock is released.
+        let garbage = std::mem::take(&mut w.publisher.garbage);
 
         let end = w.active.end();
         let capacity = w.active.capacity();
@@ -277,6 +279,7 @@ impl Shared {
         }
         let journal = (self.config.durability == Durability::Sync).then(|| Arc::clone(&w.active));
         drop(w);
+        drop(garbage);
 
         if compact
             && self

@@ -69,6 +69,9 @@ pub(crate) struct Publisher {
     lag: Vec<Change>,
     /// Writes that found the spare held and cloned it (for the design notes and stats).
     pub(crate) pinned_spares: u64,
+    /// Maps a clear replaced, for the writer to drop once it has released the writer lock:
+    /// freeing a whole map is O(n) and must not stall the other writers.
+    pub(crate) garbage: Vec<Map>,
 }
 
 impl Publisher {
@@ -85,6 +88,7 @@ impl Publisher {
                 spare: Some(spare),
                 lag: Vec::new(),
                 pinned_spares: 0,
+                garbage: Vec::new(),
             },
         )
     }
@@ -122,10 +126,10 @@ impl Publisher {
         let mut previous = None;
         if let Some(version) = Arc::get_mut(&mut spare) {
             for mut change in self.lag.drain(..) {
-                apply(&mut version.map, &mut change);
+                apply(&mut version.map, &mut change, &mut self.garbage);
             }
             for (i, change) in changes.iter_mut().enumerate() {
-                let old = apply(&mut version.map, change);
+                let old = apply(&mut version.map, change, &mut self.garbage);
                 if i == 0 && want_previous {
                     previous = old;
                 }
@@ -139,7 +143,7 @@ impl Publisher {
         // as is instead of cloned. If a reader still holds it, the changes wait as the lag.
         if let Some(version) = Arc::get_mut(&mut old) {
             for change in changes.iter_mut() {
-                apply(&mut version.map, change);
+                apply(&mut version.map, change, &mut self.garbage);
             }
             version.seq = seq;
             changes.clear();
@@ -151,7 +155,11 @@ impl Publisher {
     }
 }
 
-fn apply(map: &mut Map, change: &mut Change) -> Option<std::sync::Arc<Value>> {
+fn apply(
+    map: &mut Map,
+    change: &mut Change,
+    garbage: &mut Vec<Map>,
+) -> Option<std::sync::Arc<Value>> {
     match change {
         Change::Put(key, value) => match map.get_mut(key.text.as_str()) {
             Some(slot) => Some(std::mem::replace(slot, std::sync::Arc::clone(value))),
@@ -164,7 +172,7 @@ fn apply(map: &mut Map, change: &mut Change) -> Option<std::sync::Arc<Value>> {
         },
         Change::Delete(key) => map.remove(key.text.as_str()),
         Change::Clear => {
-            *map = Map::default();
+            garbage.push(std::mem::take(map));
             None
         }
     }
@@ -247,5 +255,45 @@ impl Snapshot {
     /// never have a smaller number.
     pub fn seq(&self) -> u64 {
         self.version.seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A clear hands the maps it replaces to the writer (who frees them after releasing the
+    /// writer lock) instead of freeing them in place, in both copies: at once when the old
+    /// version is free, or with the lag at the next write when a reader still holds it.
+    #[test]
+    fn a_clear_leaves_the_old_maps_to_be_freed_outside_the_lock() {
+        let map: Map = (0..1000)
+            .map(|i| {
+                let key: std::sync::Arc<str> = format!("k{i}").into();
+                (key, std::sync::Arc::new(Value::Integer(i)))
+            })
+            .collect();
+        for held in [false, true] {
+            let (published, mut publisher) = Publisher::new(map.clone(), 0);
+            let cell = ArcSwap::new(published);
+            let reader = held.then(|| cell.load_full());
+            let mut changes = vec![Change::Clear];
+            publisher.publish(&cell, &mut changes, 1, false);
+            let freed: Vec<usize> = publisher.garbage.drain(..).map(|m| m.len()).collect();
+            assert_eq!(cell.load().map.len(), 0);
+            if held {
+                assert_eq!(freed, vec![1000]);
+                drop(reader);
+                changes.push(Change::Put(
+                    ChangeKey::new("new".into()),
+                    Value::Null.into(),
+                ));
+                publisher.publish(&cell, &mut changes, 2, false);
+                let freed: Vec<usize> = publisher.garbage.drain(..).map(|m| m.len()).collect();
+                assert_eq!(freed, vec![1000], "the lagging clear");
+            } else {
+                assert_eq!(freed, vec![1000, 1000]);
+            }
+        }
     }
 }
