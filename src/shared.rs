@@ -32,6 +32,9 @@ pub(crate) struct Shared {
     pub(crate) poisoned: AtomicBool,
     pub(crate) shutting_down: AtomicBool,
     pub(crate) sync_lock: Mutex<()>,
+    /// Held by a read-only store's `refresh` from copying the files to publishing what they
+    /// hold, so that a slower refresh never publishes an older copy after a newer one.
+    pub(crate) refresh_lock: Mutex<()>,
     pub(crate) stats: Counters,
 }
 

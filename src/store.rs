@@ -109,12 +109,14 @@ impl KVStore {
     }
 
     /// For a read-only store, reads the files again and publishes what they hold now; returns
-    /// whether anything changed. Snapshots taken before keep their view. A writable store
-    /// always sees its own writes, so this returns `Ok(false)` for it.
+    /// whether anything changed. Snapshots taken before keep their view. Calls from several
+    /// threads take turns, so the published state never goes back to an older copy. A
+    /// writable store always sees its own writes, so this returns `Ok(false)` for it.
     pub fn refresh(&self) -> Result<bool> {
         if !self.shared.config.read_only {
             return Ok(false);
         }
+        let _one_refresh = self.shared.refresh_lock.lock();
         let opened = recover_copied(&self.shared.config.base)?;
         let mut w = self.shared.writer.lock();
         if opened.active.generation() == w.active.generation()
@@ -212,6 +214,7 @@ impl KVStore {
             poisoned: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             sync_lock: Mutex::new(()),
+            refresh_lock: Mutex::new(()),
             stats,
         });
         if shared.config.read_only {

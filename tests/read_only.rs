@@ -175,3 +175,49 @@ fn read_only_open_reports_damage_that_stays() {
     assert!(reader.stats().data_loss_events > 0, "{:?}", reader.stats());
     assert!(reader.len() < 100);
 }
+
+/// Refreshes from several threads never publish an older state after a newer one: a counter
+/// a writer keeps raising never goes down in the reader, whichever refresh finishes last.
+#[test]
+fn concurrent_refreshes_never_go_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("app");
+    let writer = Arc::new(KVStore::new(&base, 256 * 1024, None, None).unwrap());
+    writer.insert("counter".into(), Value::Integer(0)).unwrap();
+    let reader = Arc::new(KVStore::open_read_only(&base).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut i = 1;
+            while !stop.load(Ordering::Relaxed) {
+                writer.insert("counter".into(), Value::Integer(i)).unwrap();
+                // Filler so that the files take a moment to copy and compactions happen.
+                writer
+                    .insert(format!("filler{}", i % 500), Value::from("f".repeat(100)))
+                    .unwrap();
+                i += 1;
+            }
+        });
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    reader.refresh().unwrap();
+                }
+            });
+        }
+        let (mut last, mut backwards) = (0, None);
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(3) && backwards.is_none() {
+            if let Some(Value::Integer(now)) = reader.get("counter").unwrap() {
+                if now < last {
+                    backwards = Some((last, now));
+                }
+                last = now;
+            }
+        }
+        // Stop the other threads before asserting, or the scope would wait for them forever.
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(backwards, None, "the counter went back (from, to)");
+        assert!(last > 0, "the reader never saw a write");
+    });
+}
