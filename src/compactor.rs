@@ -46,6 +46,10 @@ pub(crate) enum Command {
 /// byte under loom, so that the models exercise the rounds outside the lock).
 const CATCH_UP_UNDER_LOCK: usize = if cfg!(loom) { 1 } else { 16 * 1024 };
 
+/// At most this many catch-up rounds outside the lock (each copies what writers appended
+/// during the previous one and flushes it); whatever is left after them is copied under it.
+const CATCH_UP_ROUNDS: usize = 8;
+
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     commands: Receiver<Command>,
@@ -243,45 +247,57 @@ fn compact_into(
     // the writer lock) and, after the swap, the writers store into those pages, and a first
     // store to a never-written page makes the kernel allocate and zero it inside the fault.
     journal.prefault_tail();
-    // Catch up outside the lock: records appended since `start` never change.
+    // Flush the snapshot now (its write-back was queued while it was written), then catch up
+    // outside the lock in rounds, each flushed, until little is left: records appended since
+    // `start` never change. Whatever is appended during the last round and its flush is
+    // copied under the lock, so that part stays small however large the map and however slow
+    // the disk (flushing everything after the rounds left what writers appended during that
+    // one long flush to be copied, and in `Sync` mode flushed, under the lock).
+    let flush = |journal: &Journal| {
+        journal.flush_records().map_err(|source| Error::Io {
+            op: "msync",
+            path: journal.storage().path().into(),
+            source,
+        })
+    };
+    if let Err(e) = flush(journal) {
+        return Err(fail(e, target));
+    }
     let mut copied = start;
-    for _ in 0..4 {
+    for _ in 0..CATCH_UP_ROUNDS {
         let end = active.end();
         if end - copied < CATCH_UP_UNDER_LOCK {
             break;
         }
         if let Err(e) = make_room(shared, journal, end - copied)
             .and_then(|()| copy_records(&active, journal, copied, end))
+            .and_then(|()| flush(journal))
         {
             return Err(fail(e, target));
         }
         copied = end;
     }
-    if let Err(e) = journal.flush_records() {
-        return Err(fail(
-            Error::Io {
-                op: "msync",
-                path: journal.storage().path().into(),
-                source: e,
-            },
-            target,
-        ));
-    }
 
     let mut w = shared.writer.lock();
     let end = w.active.end();
+    shared
+        .stats
+        .last_copied_under_lock
+        .store((end - copied) as u64, Ordering::Relaxed);
     let switched = make_room(shared, journal, end - copied)
         .and_then(|()| copy_records(&active, journal, copied, end))
-        .and_then(|()| append_commit_marker(journal).map_err(io_error(journal)))
         .and_then(|()| {
             // Records a `sync()` already promised must be durable before the header that
-            // makes this journal the one elected.
+            // makes this journal the one elected. Flushed before the commit marker goes in, so
+            // that a failed flush leaves no marker in a file that stays `PENDING` (recovery
+            // takes a marker as proof that its generation committed).
             if active.synced() > copied {
                 journal.flush_records().map_err(io_error(journal))
             } else {
                 Ok(())
             }
         })
+        .and_then(|()| append_commit_marker(journal).map_err(io_error(journal)))
         .and_then(|()| journal.commit().map_err(io_error(journal)));
     if let Err(e) = switched {
         drop(w);

@@ -27,6 +27,8 @@
 
 mod batch;
 pub mod bonjson;
+#[cfg(test)]
+mod compaction_tests;
 mod compactor;
 mod error;
 mod events;

@@ -10,6 +10,9 @@ pub(crate) struct Counters {
     pub(crate) inactive_capacity: AtomicU64,
     pub(crate) inactive_used: AtomicU64,
     pub(crate) data_loss: AtomicU64,
+    /// Bytes of records the last compaction copied under the writer lock (the writers wait
+    /// for that copy; for tests and profiling).
+    pub(crate) last_copied_under_lock: AtomicU64,
 }
 
 /// Figures from [`KVStore::stats`](crate::KVStore::stats).

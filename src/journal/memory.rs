@@ -354,8 +354,13 @@ pub(crate) struct MemBackend {
     pub(crate) fail_flushes: Arc<AtomicBool>,
     /// While non-zero, growing a file beyond this many bytes fails as on a full disk.
     pub(crate) grow_limit: Arc<AtomicUsize>,
+    /// Asked before each flush (slot, offset, length): `true` makes that flush fail.
+    pub(crate) fail_flush_when: Arc<Mutex<Option<FailWhen>>>,
     recorder: Arc<Recorder>,
 }
+
+/// Picks flushes to fail (see [`MemBackend::fail_flush_when`]).
+pub(crate) type FailWhen = Box<dyn FnMut(Slot, usize, usize) -> bool + Send>;
 
 impl Default for MemBackend {
     fn default() -> Self {
@@ -371,6 +376,7 @@ impl MemBackend {
             base: PathBuf::from("memory"),
             fail_flushes: Arc::default(),
             grow_limit: Arc::default(),
+            fail_flush_when: Arc::default(),
             recorder: Arc::new(Recorder::new(false, DiskImage::default())),
         }
     }
@@ -388,6 +394,7 @@ impl MemBackend {
             base: PathBuf::from("memory"),
             fail_flushes: Arc::default(),
             grow_limit: Arc::default(),
+            fail_flush_when: Arc::default(),
             recorder: Arc::new(Recorder::new(true, image.clone())),
         }
     }
@@ -488,6 +495,7 @@ impl Backend for MemBackend {
             path: self.base.with_extension(slot.extension()),
             fail_flushes: Arc::clone(&self.fail_flushes),
             grow_limit: Arc::clone(&self.grow_limit),
+            fail_flush_when: Arc::clone(&self.fail_flush_when),
             recorder: Arc::clone(&self.recorder),
         }))
     }
@@ -499,6 +507,7 @@ struct MemStorage {
     path: PathBuf,
     fail_flushes: Arc<AtomicBool>,
     grow_limit: Arc<AtomicUsize>,
+    fail_flush_when: Arc<Mutex<Option<FailWhen>>>,
     recorder: Arc<Recorder>,
 }
 
@@ -564,6 +573,11 @@ impl Storage for MemStorage {
 
     fn flush(&self, offset: usize, len: usize) -> io::Result<()> {
         self.check(offset, len)?;
+        if let Some(fail) = self.fail_flush_when.lock().as_mut()
+            && fail(self.slot, offset, len)
+        {
+            return Err(io::Error::other("injected failure of this flush"));
+        }
         self.recorder.record(
             DiskOp::Flush {
                 slot: self.slot,

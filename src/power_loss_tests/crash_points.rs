@@ -197,10 +197,23 @@ fn crash_at_every_op_of_a_compaction() {
     let s = w.scenario(config, start..disk.ops_done());
     drop(store);
     let ops = s.disk.ops();
-    let records_before_flush = ops[start..]
+    // Records written outside the lock: those before the last flush of records that precedes
+    // the commit header (the snapshot's flush and each catch-up round's come before it; what
+    // is copied under the lock is flushed after the swap).
+    let on_inactive: Vec<&DiskOp> = ops[start..]
         .iter()
         .filter(|op| op.slot() == inactive)
-        .take_while(|op| !matches!(op, DiskOp::Flush { offset, .. } if *offset > 0))
+        .collect();
+    let commit = on_inactive
+        .iter()
+        .rposition(|op| matches!(op, DiskOp::Write { offset: 0, .. }))
+        .unwrap();
+    let last_flush = on_inactive[..commit]
+        .iter()
+        .rposition(|op| matches!(op, DiskOp::Flush { offset, .. } if *offset > 0))
+        .unwrap();
+    let records_before_flush = on_inactive[..last_flush]
+        .iter()
         .filter(|op| matches!(op, DiskOp::Write { offset, .. } if *offset > 0))
         .count()
         / 2;
