@@ -349,3 +349,47 @@ fn a_value_larger_than_the_journal_grows_it() {
     assert_eq!(store.get("big").unwrap(), Some(big));
     assert_eq!(store.len(), 3);
 }
+
+/// A journal that is a sparse file (restored or copied that way) gets its holes allocated at
+/// open, so that no store into the map can meet a hole on a full disk (SIGBUS).
+#[cfg(unix)]
+#[test]
+fn a_sparse_journal_is_allocated_at_open() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let base = base(&dir);
+    {
+        let store = KVStore::new(&base, 256 * 1024, None, None).unwrap();
+        store.insert("kept".into(), Value::Integer(7)).unwrap();
+    }
+    let paths: Vec<String> = ["jrna", "jrnb"]
+        .iter()
+        .map(|ext| format!("{}.{ext}", base.display()))
+        .collect();
+    let allocated = |path: &str| std::fs::metadata(path).unwrap().blocks() * 512;
+    for path in &paths {
+        // Rewrite the file sparse: only its non-zero pages are written.
+        let bytes = std::fs::read(path).unwrap();
+        let mut file = std::fs::File::create(path).unwrap();
+        file.set_len(bytes.len() as u64).unwrap();
+        for (i, page) in bytes.chunks(4096).enumerate() {
+            if page.iter().any(|&b| b != 0) {
+                file.seek(SeekFrom::Start((i * 4096) as u64)).unwrap();
+                file.write_all(page).unwrap();
+            }
+        }
+        file.sync_all().unwrap();
+        assert!(allocated(path) < bytes.len() as u64, "{path} is not sparse");
+    }
+    let store = KVStore::new(&base, 256 * 1024, None, None).unwrap();
+    assert_eq!(store.get("kept").unwrap(), Some(Value::Integer(7)));
+    for path in &paths {
+        let len = std::fs::metadata(path).unwrap().len();
+        assert!(
+            allocated(path) >= len,
+            "{path}: {} of {len} bytes allocated",
+            allocated(path)
+        );
+    }
+}

@@ -253,6 +253,11 @@ impl Storage for MmapStorage {
         Ok(())
     }
 
+    fn fill_holes(&mut self) -> io::Result<()> {
+        // Over space already allocated, `fallocate` only walks the extents.
+        allocate(&self.file, self.len)
+    }
+
     fn grow(&mut self, new_len: usize) -> io::Result<()> {
         if new_len <= self.len {
             return Ok(());

@@ -189,15 +189,17 @@ fn first_header_cut_short(a: &mut Candidate, b: &mut Candidate) -> Result<bool> 
         && !has_records_region(b)?)
 }
 
-/// Grows a file the store is about to use to the size asked for (only once the open is
-/// known to succeed: a refused open changes no file).
+/// Grows a file the store is about to use to the size asked for, or allocates the holes of
+/// one that is large enough already (only once the open is known to succeed: a refused open
+/// changes no file).
 fn grow_to(storage: &mut Box<dyn Storage>, min_len: usize) -> Result<()> {
+    let path = storage.path().to_path_buf();
     if storage.capacity() < min_len {
-        storage
-            .grow(min_len)
-            .map_err(crate::error::io_err("fallocate", storage.path()))?;
+        storage.grow(min_len)
+    } else {
+        storage.fill_holes()
     }
-    Ok(())
+    .map_err(crate::error::io_err("fallocate", &path))
 }
 
 fn elect(

@@ -51,6 +51,11 @@ pub(crate) trait Storage: Send + Sync {
     fn sync(&self) -> io::Result<()>;
     /// Grows the file to `new_len` bytes, allocating the space (never sparse), durably.
     fn grow(&mut self, new_len: usize) -> io::Result<()>;
+    /// Allocates any holes in the file as it is (a journal restored or copied as a sparse
+    /// file), so that no store into the map can meet one on a full disk (SIGBUS).
+    fn fill_holes(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Calls `f` with the whole file; `&mut self` guarantees nothing writes it meanwhile.
     fn with_view(&mut self, f: &mut dyn FnMut(&[u8]));
     /// Best effort, from a background thread: bring the `len` bytes at `offset` into memory
