@@ -178,8 +178,9 @@ fn compact_into(
     target: &mut Arc<Journal>,
     started: Instant,
 ) -> std::result::Result<(), (Error, Arc<Journal>)> {
-    let (mut start, active, room_needed, mut generation) = {
+    let (mut start, active, room_needed, mut generation, number) = {
         let mut w = shared.writer.lock();
+        w.compactions_started += 1;
         // A generation is never used twice: a failed attempt may have left records of its
         // generation in the file, and a later attempt reusing the number would replay them.
         let generation = w.next_generation.max(w.active.generation() + 1);
@@ -189,6 +190,7 @@ fn compact_into(
             Arc::clone(&w.active),
             w.room_needed,
             generation,
+            w.compactions_started,
         )
     };
     shared.emit(Event::CompactionStarted { generation });
@@ -311,6 +313,7 @@ fn compact_into(
     // Counted under the lock, so `stats()` never sees the new generation without it.
     shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
     w.compacting = false;
+    w.last_swapped = number;
     w.room_needed = 0;
     let hwm = ((capacity as f64) * f64::from(shared.config.high_water_mark)) as usize;
     let waited = std::mem::take(&mut w.waited_for_room);

@@ -149,3 +149,52 @@ fn failed_compactions_back_off() {
     );
     disk.fail_flushes.store(false, Ordering::SeqCst);
 }
+
+/// At `max_size`, a write that finds the journal full while a compaction is already running
+/// waits for one that starts after it, instead of failing with `Full` when the running one
+/// (which copies every overwrite made while it ran) leaves no room: the next compaction drops
+/// those overwrites and makes room, so the write must succeed.
+#[test]
+fn a_write_at_max_size_waits_for_a_compaction_that_started_after_it() {
+    let disk = MemBackend::new();
+    let store = KVStore::open_on(
+        Builder::new(std::path::Path::new("mem"))
+            .buffer_size(JOURNAL)
+            .max_size(JOURNAL),
+        &disk,
+    )
+    .unwrap();
+    store.insert("k".into(), Value::Integer(0)).unwrap();
+    store.compact().unwrap();
+    let generation = store.stats().generation;
+    let inactive = if generation % 2 == 1 {
+        crate::journal::storage::Slot::B
+    } else {
+        crate::journal::storage::Slot::A
+    };
+    // Hold the next compaction at its first write, with next to nothing to copy.
+    disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
+    std::thread::scope(|scope| {
+        let compaction = scope.spawn(|| store.compact());
+        while disk.held() == 0 {
+            std::thread::yield_now();
+        }
+        // Overwrites of one key, more than the journal holds: the writer fills it and waits.
+        let writer = scope.spawn(|| {
+            for i in 1..=300 {
+                store.insert("k".into(), Value::from(format!("{i:0>100}")))?;
+            }
+            Ok::<_, Error>(())
+        });
+        while !store.shared.writer.lock().waited_for_room {
+            std::thread::yield_now();
+        }
+        disk.pause_when(None);
+        compaction.join().unwrap().unwrap();
+        writer.join().unwrap().unwrap();
+    });
+    assert_eq!(
+        store.get("k").unwrap(),
+        Some(Value::from(format!("{:0>100}", 300)))
+    );
+}

@@ -53,6 +53,13 @@ pub(crate) struct Writer {
     /// went on at the size they had: a writer waiting for room it still does not have after
     /// one of them gets `Full` instead of waiting for growth that is not coming.
     pub(crate) growth_refused: u64,
+    /// Compactions started so far (each takes the next number when it takes its start
+    /// position), and the number of the last one that swapped: a writer waiting for room
+    /// gives up with `Full` only after a compaction that started after it began waiting has
+    /// swapped, never on one that was already running (which may not have seen the garbage its
+    /// overwrites made, nor the room it needs).
+    pub(crate) compactions_started: u64,
+    pub(crate) last_swapped: u64,
     /// The generation whose high-water mark already fired the callback.
     pub(crate) hwm_fired: u64,
     /// Position past which the next automatic compaction starts.
@@ -194,7 +201,8 @@ impl Shared {
             .iter()
             .all(|op| matches!(op, Op::Delete(_) | Op::Clear));
         let mut w = self.writer.lock();
-        let mut compacted_once = false;
+        // Set when this write first finds no room: the compactions started by then.
+        let mut waiting_since: Option<u64> = None;
         let mut growth_refused = w.growth_refused;
         loop {
             self.check_poison()?;
@@ -213,22 +221,24 @@ impl Shared {
             // The journal is full: a compaction must make room. Writers wait; a write never
             // fails only because compaction is behind. It fails with `Full` only when a
             // compaction at the largest allowed size still leaves no room.
-            if compacted_once && w.active.capacity() >= self.config.max_size {
+            let compacted_since = waiting_since.is_some_and(|since| w.last_swapped > since);
+            if compacted_since
+                && (w.active.capacity() >= self.config.max_size
+                    || w.growth_refused != growth_refused)
+            {
                 return Err(Error::Full {
                     needed: (w.active.end() + size) as u64,
                     max_size: self.config.max_size as u64,
                 });
             }
-            if compacted_once && w.growth_refused != growth_refused {
-                return Err(Error::Full {
-                    needed: (w.active.end() + size) as u64,
-                    max_size: self.config.max_size as u64,
-                });
+            let since = *waiting_since.get_or_insert(w.compactions_started);
+            if w.last_swapped <= since {
+                // The refusals that count are those of compactions this write waited for.
+                growth_refused = w.growth_refused;
             }
             w.room_needed = w.room_needed.max(size);
             w.waited_for_room = true;
             let failures = w.failures;
-            growth_refused = w.growth_refused;
             if !w.compacting {
                 w.compacting = true;
                 if self
@@ -250,7 +260,6 @@ impl Shared {
                     max_size: self.config.max_size as u64,
                 });
             }
-            compacted_once = true;
         }
 
         let mut changes = std::mem::take(&mut w.changes);

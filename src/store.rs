@@ -200,6 +200,8 @@ impl KVStore {
                 next_generation: opened_highest.saturating_add(1),
                 room_needed: 0,
                 growth_refused: 0,
+                compactions_started: 0,
+                last_swapped: 0,
                 waited_for_room: false,
                 early: Default::default(),
             }),
