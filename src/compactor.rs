@@ -78,7 +78,14 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
                 Command::Shutdown => stop = true,
             }
         }
-        let outcome = match catch_unwind(AssertUnwindSafe(|| compact(shared))) {
+        // Numbered before it takes its start position: a writer waiting for room trusts
+        // only the outcome of a compaction numbered after it began waiting.
+        let number = {
+            let mut w = shared.writer.lock();
+            w.compactions_started += 1;
+            w.compactions_started
+        };
+        let outcome = match catch_unwind(AssertUnwindSafe(|| compact(shared, number))) {
             Ok(outcome) => outcome,
             Err(_) => {
                 shared.poison("the compactor thread panicked".into());
@@ -95,6 +102,7 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
             let mut w = shared.writer.lock();
             w.compacting = false;
             w.failures += 1;
+            w.last_failed = number;
             // The writers that needed room get `Full` (they watch `failures`); a later write
             // that needs room says so again. Left set, the room would make every later
             // compaction try to grow for a write nobody is making any more.
@@ -118,6 +126,7 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
     let mut w = shared.writer.lock();
     w.compacting = false;
     w.failures += 1;
+    w.last_failed = u64::MAX;
     shared.swapped.notify_all();
 }
 
@@ -155,7 +164,7 @@ impl From<io::Error> for Stop {
     }
 }
 
-fn compact(shared: &Shared) -> Result<()> {
+fn compact(shared: &Shared, number: u64) -> Result<()> {
     shared.check_poison()?;
     let started = Instant::now();
     let Some(mut target) = shared.inactive.lock().take() else {
@@ -163,7 +172,7 @@ fn compact(shared: &Shared) -> Result<()> {
             "no inactive journal (a compaction is already running)".into(),
         ));
     };
-    let outcome = compact_into(shared, &mut target, started);
+    let outcome = compact_into(shared, &mut target, started, number);
     if let Err((e, journal)) = outcome {
         *shared.inactive.lock() = Some(journal);
         return Err(e);
@@ -177,10 +186,10 @@ fn compact_into(
     shared: &Shared,
     target: &mut Arc<Journal>,
     started: Instant,
+    number: u64,
 ) -> std::result::Result<(), (Error, Arc<Journal>)> {
-    let (mut start, active, room_needed, mut generation, number) = {
+    let (mut start, active, room_needed, mut generation) = {
         let mut w = shared.writer.lock();
-        w.compactions_started += 1;
         // A generation is never used twice: a failed attempt may have left records of its
         // generation in the file, and a later attempt reusing the number would replay them.
         let generation = w.next_generation.max(w.active.generation() + 1);
@@ -190,7 +199,6 @@ fn compact_into(
             Arc::clone(&w.active),
             w.room_needed,
             generation,
-            w.compactions_started,
         )
     };
     shared.emit(Event::CompactionStarted { generation });
@@ -289,17 +297,20 @@ fn compact_into(
     let switched = make_room(shared, journal, end - copied)
         .and_then(|()| copy_records(&active, journal, copied, end))
         .and_then(|()| {
-            // Records a `sync()` already promised must be durable before the header that
-            // makes this journal the one elected. Flushed before the commit marker goes in, so
-            // that a failed flush leaves no marker in a file that stays `PENDING` (recovery
-            // takes a marker as proof that its generation committed).
-            if active.synced() > copied {
-                journal.flush_records().map_err(io_error(journal))
-            } else {
-                Ok(())
+            let marker_at = journal.end();
+            append_commit_marker(journal).map_err(io_error(journal))?;
+            // Records a `sync()` already promised, and the marker after them, must be durable
+            // before the header that makes this journal the one elected. If that flush fails,
+            // the marker is taken back: no marker may stay in a file that remains `PENDING`
+            // (recovery takes a marker as proof that its generation committed).
+            if active.synced() > copied
+                && let Err(e) = journal.flush_records()
+            {
+                let _ = journal.retract(marker_at);
+                return Err(io_error(journal)(e));
             }
+            Ok(())
         })
-        .and_then(|()| append_commit_marker(journal).map_err(io_error(journal)))
         .and_then(|()| journal.commit().map_err(io_error(journal)));
     if let Err(e) = switched {
         drop(w);

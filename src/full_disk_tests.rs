@@ -198,3 +198,51 @@ fn a_write_at_max_size_waits_for_a_compaction_that_started_after_it() {
         Some(Value::from(format!("{:0>100}", 300)))
     );
 }
+
+/// A write that found the journal full while a compaction was running does not fail with
+/// `Full` when that compaction fails (here: one injected flush error): it waits for the next
+/// compaction, which makes the room.
+#[test]
+fn a_write_waiting_on_a_compaction_that_fails_waits_for_the_next_one() {
+    let disk = MemBackend::new();
+    let store = open(&disk);
+    store.insert("k".into(), Value::Integer(0)).unwrap();
+    let generation = store.stats().generation;
+    let inactive = if generation % 2 == 1 {
+        crate::journal::storage::Slot::B
+    } else {
+        crate::journal::storage::Slot::A
+    };
+    disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
+    let mut failed_once = false;
+    *disk.fail_flush_when.lock() = Some(Box::new(move |slot, offset, _| {
+        let fail = slot == inactive && offset > 0 && !failed_once;
+        failed_once |= fail;
+        fail
+    }));
+    std::thread::scope(|scope| {
+        let compaction = scope.spawn(|| store.compact());
+        while disk.held() == 0 {
+            std::thread::yield_now();
+        }
+        let writer = scope.spawn(|| {
+            for i in 1..=300 {
+                store.insert("k".into(), Value::from(format!("{i:0>100}")))?;
+            }
+            Ok::<_, Error>(())
+        });
+        while !store.shared.writer.lock().waited_for_room {
+            std::thread::yield_now();
+        }
+        disk.pause_when(None);
+        assert!(
+            compaction.join().unwrap().is_err(),
+            "the held compaction fails"
+        );
+        writer.join().unwrap().unwrap();
+    });
+    assert_eq!(
+        store.get("k").unwrap(),
+        Some(Value::from(format!("{:0>100}", 300)))
+    );
+}

@@ -60,6 +60,8 @@ pub(crate) struct Writer {
     /// overwrites made, nor the room it needs).
     pub(crate) compactions_started: u64,
     pub(crate) last_swapped: u64,
+    /// The number of the last compaction that failed (see `compactions_started`).
+    pub(crate) last_failed: u64,
     /// The generation whose high-water mark already fired the callback.
     pub(crate) hwm_fired: u64,
     /// Position past which the next automatic compaction starts.
@@ -187,7 +189,22 @@ impl Shared {
         O: AsRef<[Op]> + IntoIterator<Item = Op>,
     {
         let size = Journal::record_size(body.len());
-        let max_records = self.config.max_size.saturating_sub(HEADER_SIZE + 64);
+        // Removals may use the journal's reserve (1/32 of it); anything that can add data may
+        // not, so a record that could never fit even a journal of `max_size` is refused now
+        // rather than after growing the journals and waiting for compactions.
+        let removal_only = ops
+            .as_ref()
+            .iter()
+            .all(|op| matches!(op, Op::Delete(_) | Op::Clear));
+        let reserve = if removal_only {
+            0
+        } else {
+            self.config.max_size / 32
+        };
+        let max_records = self
+            .config
+            .max_size
+            .saturating_sub(HEADER_SIZE + 64 + reserve);
         if size > max_records {
             return Err(Error::TooLarge {
                 size: size as u64,
@@ -195,11 +212,6 @@ impl Shared {
             });
         }
 
-        // Removals may use the journal's reserve; anything that can add data may not.
-        let removal_only = ops
-            .as_ref()
-            .iter()
-            .all(|op| matches!(op, Op::Delete(_) | Op::Clear));
         let mut w = self.writer.lock();
         // Set when this write first finds no room: the compactions started by then.
         let mut waiting_since: Option<u64> = None;
@@ -250,11 +262,17 @@ impl Shared {
                     return Err(self.poison_error());
                 }
             }
-            let generation = w.active.generation();
-            while w.compacting && w.failures == failures && !self.poisoned.load(Ordering::Acquire) {
+            // Woken by any swap (the room may be there now, or this write must say again what
+            // it needs: a swap forgets the claims it served), by a failure, or by poison.
+            let swapped = w.last_swapped;
+            while w.compacting
+                && w.failures == failures
+                && w.last_swapped == swapped
+                && !self.poisoned.load(Ordering::Acquire)
+            {
                 self.swapped.wait_for(&mut w, Duration::from_millis(5));
             }
-            if w.failures != failures && w.active.generation() == generation {
+            if w.failures != failures && w.last_failed > since {
                 return Err(Error::Full {
                     needed: (w.active.end() + size) as u64,
                     max_size: self.config.max_size as u64,

@@ -202,6 +202,7 @@ impl KVStore {
                 growth_refused: 0,
                 compactions_started: 0,
                 last_swapped: 0,
+                last_failed: 0,
                 waited_for_room: false,
                 early: Default::default(),
             }),

@@ -196,6 +196,15 @@ fn bad_input_is_refused_with_typed_errors() {
         small.insert("huge".into(), huge),
         Err(Error::TooLarge { .. })
     ));
+    // Below `max_size` but above what a journal of `max_size` has for data after its reserve
+    // (1/32, kept for removals): refused at once, without growing the journals first.
+    let capacity = small.stats().active_capacity;
+    let almost = Value::from("a".repeat(1024 * 1024 - 16 * 1024));
+    assert!(matches!(
+        small.insert("almost".into(), almost),
+        Err(Error::TooLarge { .. })
+    ));
+    assert_eq!(small.stats().active_capacity, capacity);
     assert!(store.is_empty() && small.is_empty());
 }
 
