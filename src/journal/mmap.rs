@@ -114,6 +114,25 @@ fn allocate(file: &File, len: usize) -> io::Result<()> {
     }
 }
 
+/// Whether `file` may have a hole in its first `len` bytes: `SEEK_HOLE` finds none before
+/// `len` only if there is none (where it is missing or fails, assume there may be one).
+fn may_have_hole(file: &File, len: usize) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        // SAFETY: lseek only reads its integer arguments; the descriptor is open and owned by
+        // `file` for the duration of the calls. It moves the file offset, which nothing here
+        // uses (all I/O goes through the map); it is put back at 0 anyway.
+        let hole = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) };
+        // SAFETY: as above.
+        unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_SET) };
+        if let Ok(hole) = usize::try_from(hole) {
+            return hole < len;
+        }
+    }
+    let _ = (file, len);
+    true
+}
+
 /// Maps `reserve` bytes of `file`. Only the first `file length` bytes are ever touched (every
 /// access is checked against the file's length, not the mapping's); the rest is address space
 /// the file can grow into without a remap.
@@ -254,8 +273,13 @@ impl Storage for MmapStorage {
     }
 
     fn fill_holes(&mut self) -> io::Result<()> {
-        // Over space already allocated, `fallocate` only walks the extents.
-        allocate(&self.file, self.len)
+        // Only a file that may have a hole is allocated again (over allocated space
+        // `fallocate` only walks the extents, but where the filesystem lacks it, glibc writes
+        // a byte into every block of the file instead).
+        if may_have_hole(&self.file, self.len) {
+            allocate(&self.file, self.len)?;
+        }
+        Ok(())
     }
 
     fn grow(&mut self, new_len: usize) -> io::Result<()> {
