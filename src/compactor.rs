@@ -297,20 +297,20 @@ fn compact_into(
     let switched = make_room(shared, journal, end - copied)
         .and_then(|()| copy_records(&active, journal, copied, end))
         .and_then(|()| {
-            let marker_at = journal.end();
-            append_commit_marker(journal).map_err(io_error(journal))?;
-            // Records a `sync()` already promised, and the marker after them, must be durable
-            // before the header that makes this journal the one elected. If that flush fails,
-            // the marker is taken back: no marker may stay in a file that remains `PENDING`
-            // (recovery takes a marker as proof that its generation committed).
-            if active.synced() > copied
-                && let Err(e) = journal.flush_records()
-            {
-                let _ = journal.retract(marker_at);
-                return Err(io_error(journal)(e));
+            // Records a `sync()` already promised must be durable before the header that
+            // makes this journal the one elected. Flushed before the commit marker goes in, so
+            // that a failed flush leaves no marker in a file that stays `PENDING` (recovery
+            // takes a marker as proof that its generation committed). The marker itself
+            // reaches the disk with step 5's flush; a power loss that wrote the header back
+            // before it makes recovery fall back to the previous journal, which still holds
+            // every promised record (it is reused only after that flush).
+            if active.synced() > copied {
+                journal.flush_records().map_err(io_error(journal))
+            } else {
+                Ok(())
             }
-            Ok(())
         })
+        .and_then(|()| append_commit_marker(journal).map_err(io_error(journal)))
         .and_then(|()| journal.commit().map_err(io_error(journal)));
     if let Err(e) = switched {
         drop(w);

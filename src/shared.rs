@@ -53,11 +53,11 @@ pub(crate) struct Writer {
     /// went on at the size they had: a writer waiting for room it still does not have after
     /// one of them gets `Full` instead of waiting for growth that is not coming.
     pub(crate) growth_refused: u64,
-    /// Compactions started so far (each takes the next number when it takes its start
-    /// position), and the number of the last one that swapped: a writer waiting for room
-    /// gives up with `Full` only after a compaction that started after it began waiting has
-    /// swapped, never on one that was already running (which may not have seen the garbage its
-    /// overwrites made, nor the room it needs).
+    /// Compactions numbered so far (the compactor numbers each as it picks it up, before it
+    /// takes its start position), and the number of the last one that swapped: a writer
+    /// waiting for room gives up with `Full` only after a compaction numbered after it began
+    /// waiting has swapped or failed, never on one that was already running (which may not
+    /// have seen the garbage its overwrites made, nor the room it needs).
     pub(crate) compactions_started: u64,
     pub(crate) last_swapped: u64,
     /// The number of the last compaction that failed (see `compactions_started`).
@@ -233,10 +233,16 @@ impl Shared {
             // The journal is full: a compaction must make room. Writers wait; a write never
             // fails only because compaction is behind. It fails with `Full` only when a
             // compaction at the largest allowed size still leaves no room.
+            // Only compactions numbered after this write began waiting decide it: one of them
+            // failed, or swapped and still left no room at the largest size (or could not
+            // grow). Checked after the append failed again, so a swap that made room always
+            // gets its chance first.
+            let failed_since = waiting_since.is_some_and(|since| w.last_failed > since);
             let compacted_since = waiting_since.is_some_and(|since| w.last_swapped > since);
-            if compacted_since
-                && (w.active.capacity() >= self.config.max_size
-                    || w.growth_refused != growth_refused)
+            if failed_since
+                || compacted_since
+                    && (w.active.capacity() >= self.config.max_size
+                        || w.growth_refused != growth_refused)
             {
                 return Err(Error::Full {
                     needed: (w.active.end() + size) as u64,
@@ -271,12 +277,6 @@ impl Shared {
                 && !self.poisoned.load(Ordering::Acquire)
             {
                 self.swapped.wait_for(&mut w, Duration::from_millis(5));
-            }
-            if w.failures != failures && w.last_failed > since {
-                return Err(Error::Full {
-                    needed: (w.active.end() + size) as u64,
-                    max_size: self.config.max_size as u64,
-                });
             }
         }
 

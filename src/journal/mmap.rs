@@ -114,19 +114,15 @@ fn allocate(file: &File, len: usize) -> io::Result<()> {
     }
 }
 
-/// Whether `file` may have a hole in its first `len` bytes: `SEEK_HOLE` finds none before
-/// `len` only if there is none (where it is missing or fails, assume there may be one).
+/// Whether `file` may have a hole in its first `len` bytes: fewer blocks allocated than its
+/// length needs (where that cannot be told, assume there may be one). A compressing
+/// filesystem may say so of a file without holes; filling it again is harmless.
 fn may_have_hole(file: &File, len: usize) -> bool {
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    #[cfg(unix)]
     {
-        // SAFETY: lseek only reads its integer arguments; the descriptor is open and owned by
-        // `file` for the duration of the calls. It moves the file offset, which nothing here
-        // uses (all I/O goes through the map); it is put back at 0 anyway.
-        let hole = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) };
-        // SAFETY: as above.
-        unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_SET) };
-        if let Ok(hole) = usize::try_from(hole) {
-            return hole < len;
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = file.metadata() {
+            return meta.blocks().saturating_mul(512) < len as u64;
         }
     }
     let _ = (file, len);

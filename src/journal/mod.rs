@@ -67,18 +67,6 @@ impl Journal {
         self.end.load(Ordering::Acquire)
     }
 
-    /// Takes back the records from `from` on (zeros written over them): for a new journal
-    /// whose commit could not be made durable, so that no commit marker stays in a file that
-    /// remains `PENDING`. Only for a journal nobody else appends to or reads.
-    pub(crate) fn retract(&self, from: usize) -> io::Result<()> {
-        let end = self.end();
-        if end > from {
-            self.storage.write(from, &vec![0; end - from])?;
-            self.end.store(from, Ordering::Release);
-        }
-        Ok(())
-    }
-
     pub(crate) fn synced(&self) -> usize {
         self.synced.load(Ordering::Acquire)
     }
