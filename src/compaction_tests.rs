@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use crate::journal::format;
 use crate::journal::storage::{DiskOp, MemBackend, Slot};
 use crate::options::Builder;
+use crate::recovery_tests::inactive_slot;
 use crate::{KVStore, Value};
 
 /// Records appended while the compactor flushes the snapshot it wrote are caught up (copied
@@ -26,12 +27,7 @@ fn writes_during_the_snapshot_flush_are_caught_up_outside_the_lock() {
         store.insert(format!("k{i}"), Value::Integer(i)).unwrap();
     }
     let generation = store.stats().generation;
-    let inactive = if generation % 2 == 1 {
-        Slot::B
-    } else {
-        Slot::A
-    };
-    assert_ne!(disk.file(inactive).lock().len(), 0);
+    let inactive = inactive_slot(&disk);
     // Hold the compactor at its first flush of records into the new journal.
     disk.pause_when(Some(Box::new(move |op| {
         matches!(op, DiskOp::Flush { slot, offset, .. } if *slot == inactive && *offset > 0)
@@ -82,11 +78,7 @@ fn a_failed_flush_before_the_swap_leaves_no_commit_marker() {
         store.insert(format!("k{i}"), Value::Integer(i)).unwrap();
     }
     let generation = store.stats().generation;
-    let inactive = if generation % 2 == 1 {
-        Slot::B
-    } else {
-        Slot::A
-    };
+    let inactive = inactive_slot(&disk);
     let records_flush = move |slot: Slot, offset: usize| slot == inactive && offset > 0;
     // Hold the compactor at the snapshot's flush; fail the next records flush (the one under
     // the lock, for the writes made meanwhile, which `Sync` has already promised).

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::journal::storage::MemBackend;
 use crate::options::Builder;
+use crate::recovery_tests::inactive_slot;
 use crate::{Error, Event, KVStore, Value};
 
 const JOURNAL: usize = 16 * 1024;
@@ -150,6 +151,34 @@ fn failed_compactions_back_off() {
     disk.fail_flushes.store(false, Ordering::SeqCst);
 }
 
+/// Holds the next compaction at its first write to the inactive journal, has a writer overwrite
+/// one key 300 times with 100-byte values (more than the journal holds, so it waits for room),
+/// then lets the compaction go on. Returns the compaction's result and the writer's.
+fn overwrite_through_a_held_compaction(
+    disk: &MemBackend,
+    store: &KVStore,
+) -> (crate::Result<()>, crate::Result<()>) {
+    let inactive = inactive_slot(disk);
+    disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
+    std::thread::scope(|scope| {
+        let compaction = scope.spawn(|| store.compact());
+        while disk.held() == 0 {
+            std::thread::yield_now();
+        }
+        let writer = scope.spawn(|| {
+            for i in 1..=300 {
+                store.insert("k".into(), Value::from(format!("{i:0>100}")))?;
+            }
+            Ok(())
+        });
+        while !store.shared.writer.lock().waited_for_room {
+            std::thread::yield_now();
+        }
+        disk.pause_when(None);
+        (compaction.join().unwrap(), writer.join().unwrap())
+    })
+}
+
 /// At `max_size`, a write that finds the journal full while a compaction is already running
 /// waits for one that starts after it, instead of failing with `Full` when the running one
 /// (which copies every overwrite made while it ran) leaves no room: the next compaction drops
@@ -165,34 +194,11 @@ fn a_write_at_max_size_waits_for_a_compaction_that_started_after_it() {
     )
     .unwrap();
     store.insert("k".into(), Value::Integer(0)).unwrap();
+    // The held compaction has next to nothing to copy but what the writer appends meanwhile.
     store.compact().unwrap();
-    let generation = store.stats().generation;
-    let inactive = if generation % 2 == 1 {
-        crate::journal::storage::Slot::B
-    } else {
-        crate::journal::storage::Slot::A
-    };
-    // Hold the next compaction at its first write, with next to nothing to copy.
-    disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
-    std::thread::scope(|scope| {
-        let compaction = scope.spawn(|| store.compact());
-        while disk.held() == 0 {
-            std::thread::yield_now();
-        }
-        // Overwrites of one key, more than the journal holds: the writer fills it and waits.
-        let writer = scope.spawn(|| {
-            for i in 1..=300 {
-                store.insert("k".into(), Value::from(format!("{i:0>100}")))?;
-            }
-            Ok::<_, Error>(())
-        });
-        while !store.shared.writer.lock().waited_for_room {
-            std::thread::yield_now();
-        }
-        disk.pause_when(None);
-        compaction.join().unwrap().unwrap();
-        writer.join().unwrap().unwrap();
-    });
+    let (compaction, writer) = overwrite_through_a_held_compaction(&disk, &store);
+    compaction.unwrap();
+    writer.unwrap();
     assert_eq!(
         store.get("k").unwrap(),
         Some(Value::from(format!("{:0>100}", 300)))
@@ -207,40 +213,16 @@ fn a_write_waiting_on_a_compaction_that_fails_waits_for_the_next_one() {
     let disk = MemBackend::new();
     let store = open(&disk);
     store.insert("k".into(), Value::Integer(0)).unwrap();
-    let generation = store.stats().generation;
-    let inactive = if generation % 2 == 1 {
-        crate::journal::storage::Slot::B
-    } else {
-        crate::journal::storage::Slot::A
-    };
-    disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
+    let inactive = inactive_slot(&disk);
     let mut failed_once = false;
     *disk.fail_flush_when.lock() = Some(Box::new(move |slot, offset, _| {
         let fail = slot == inactive && offset > 0 && !failed_once;
         failed_once |= fail;
         fail
     }));
-    std::thread::scope(|scope| {
-        let compaction = scope.spawn(|| store.compact());
-        while disk.held() == 0 {
-            std::thread::yield_now();
-        }
-        let writer = scope.spawn(|| {
-            for i in 1..=300 {
-                store.insert("k".into(), Value::from(format!("{i:0>100}")))?;
-            }
-            Ok::<_, Error>(())
-        });
-        while !store.shared.writer.lock().waited_for_room {
-            std::thread::yield_now();
-        }
-        disk.pause_when(None);
-        assert!(
-            compaction.join().unwrap().is_err(),
-            "the held compaction fails"
-        );
-        writer.join().unwrap().unwrap();
-    });
+    let (compaction, writer) = overwrite_through_a_held_compaction(&disk, &store);
+    assert!(compaction.is_err(), "the held compaction fails");
+    writer.unwrap();
     assert_eq!(
         store.get("k").unwrap(),
         Some(Value::from(format!("{:0>100}", 300)))

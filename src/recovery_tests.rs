@@ -46,8 +46,8 @@ fn record_offsets(disk: &MemBackend, slot: Slot, generation: u64) -> Vec<usize> 
     offsets
 }
 
-/// The slot of the journal that is not active.
-fn inactive_slot(disk: &MemBackend) -> Slot {
+/// The slot of the journal that is not active (the next compaction writes there).
+pub(crate) fn inactive_slot(disk: &MemBackend) -> Slot {
     if active_slot(disk) == Slot::A {
         Slot::B
     } else {
