@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::journal::storage::MemBackend;
 use crate::options::Builder;
-use crate::recovery_tests::inactive_slot;
+use crate::recovery_tests::{hold_compaction, inactive_slot};
 use crate::{Error, Event, KVStore, Value};
 
 const JOURNAL: usize = 16 * 1024;
@@ -158,25 +158,22 @@ fn overwrite_through_a_held_compaction(
     disk: &MemBackend,
     store: &KVStore,
 ) -> (crate::Result<()>, crate::Result<()>) {
-    let inactive = inactive_slot(disk);
-    disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
-    std::thread::scope(|scope| {
-        let compaction = scope.spawn(|| store.compact());
-        while disk.held() == 0 {
-            std::thread::yield_now();
-        }
-        let writer = scope.spawn(|| {
-            for i in 1..=300 {
-                store.insert("k".into(), Value::from(format!("{i:0>100}")))?;
-            }
-            Ok(())
+    let written = std::sync::Mutex::new(None);
+    let compacted = hold_compaction(disk, store, |scope| {
+        scope.spawn(|| {
+            let result = (1..=300).try_for_each(|i| {
+                store
+                    .insert("k".into(), Value::from(format!("{i:0>100}")))
+                    .map(drop)
+            });
+            *written.lock().unwrap() = Some(result);
         });
         while !store.shared.writer.lock().waited_for_room {
             std::thread::yield_now();
         }
-        disk.pause_when(None);
-        (compaction.join().unwrap(), writer.join().unwrap())
-    })
+    });
+    let written = written.into_inner().unwrap().expect("the writer ran");
+    (compacted, written)
 }
 
 /// At `max_size`, a write that finds the journal full while a compaction is already running

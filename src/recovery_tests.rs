@@ -57,13 +57,13 @@ pub(crate) fn inactive_slot(disk: &MemBackend) -> Slot {
 
 /// Starts `store.compact()` on another thread, holds it at its first write to the inactive
 /// journal, runs `during` (which may start threads of its own on the scope), then lets the
-/// compaction go on and checks that it succeeded. Threads `during` started are joined when the
-/// scope ends.
-fn with_compaction_held<'env>(
+/// compaction go on and returns its result. Threads `during` started are joined when the
+/// scope ends, before this returns.
+pub(crate) fn hold_compaction<'env>(
     disk: &'env MemBackend,
     store: &'env KVStore,
     during: impl for<'scope> FnOnce(&'scope std::thread::Scope<'scope, 'env>),
-) {
+) -> crate::Result<()> {
     let inactive = inactive_slot(disk);
     disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
     std::thread::scope(|scope| {
@@ -73,8 +73,17 @@ fn with_compaction_held<'env>(
         }
         during(scope);
         disk.pause_when(None);
-        compaction.join().unwrap().unwrap();
-    });
+        compaction.join().unwrap()
+    })
+}
+
+/// [`hold_compaction`], checking that the compaction succeeded.
+fn with_compaction_held<'env>(
+    disk: &'env MemBackend,
+    store: &'env KVStore,
+    during: impl for<'scope> FnOnce(&'scope std::thread::Scope<'scope, 'env>),
+) {
+    hold_compaction(disk, store, during).unwrap();
 }
 
 /// Writes what an unfinished compaction attempt at `generation` leaves in `slot`: a flushed
