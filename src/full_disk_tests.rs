@@ -225,3 +225,41 @@ fn a_write_waiting_on_a_compaction_that_fails_waits_for_the_next_one() {
         Some(Value::from(format!("{:0>100}", 300)))
     );
 }
+
+/// A write that waited for room and got `Full` because the compaction it waited for failed
+/// leaves no claim on the next journal behind: once the disk works again, the next compaction
+/// does not grow the journals for a write nobody is making any more.
+#[test]
+fn a_failed_compaction_forgets_the_room_a_writer_claimed() {
+    let disk = MemBackend::new();
+    let store = open(&disk);
+    store.insert("k".into(), Value::Integer(0)).unwrap();
+    // The compaction the big write asks for can neither grow the journal (it goes on at the
+    // size it has) nor flush what it wrote (it fails).
+    disk.grow_limit.store(JOURNAL, Ordering::SeqCst);
+    let inactive = inactive_slot(&disk);
+    let mut failed_once = false;
+    *disk.fail_flush_when.lock() = Some(Box::new(move |slot, offset, _| {
+        let fail = slot == inactive && offset > 0 && !failed_once;
+        failed_once |= fail;
+        fail
+    }));
+    // More than the 16 KiB journal has left, less than it holds once compacted.
+    let big = Value::from("b".repeat(12 * 1024));
+    assert!(matches!(
+        store.insert("big".into(), big),
+        Err(Error::Full { .. })
+    ));
+    assert_eq!(store.get("big").unwrap(), None);
+    *disk.fail_flush_when.lock() = None;
+    disk.grow_limit.store(0, Ordering::SeqCst);
+    let events = store.subscribe();
+    store.compact().unwrap();
+    let grown: Vec<Event> = events
+        .try_iter()
+        .filter(|e| matches!(e, Event::JournalGrown { .. }))
+        .collect();
+    assert!(grown.is_empty(), "grown for a claim left behind: {grown:?}");
+    assert_eq!(store.stats().active_capacity, JOURNAL as u64);
+    assert_eq!(store.get("k").unwrap(), Some(Value::Integer(0)));
+}
