@@ -122,3 +122,63 @@ fn a_failed_flush_before_the_swap_leaves_no_commit_marker() {
     );
     assert_eq!(store.get("late4").unwrap(), Some(Value::Integer(4)));
 }
+
+/// The new journal's last flush after a swap is one flusher among the syncers: a `sync()` made
+/// while that flush is failing waits for it and reports the failure. Run beside the syncers,
+/// the flush could take the writeback error on Linux (reported to one msync only, the pages
+/// then clean) while a `sync()` found nothing left to write and returned `Ok` for records the
+/// disk does not hold. The compaction itself reports the failure too.
+#[test]
+fn a_sync_during_the_new_journals_failing_last_flush_reports_it() {
+    let disk = MemBackend::new();
+    let store = KVStore::open_on(
+        Builder::new(std::path::Path::new("mem")).buffer_size(64 * 1024),
+        &disk,
+    )
+    .unwrap();
+    for i in 0..20 {
+        store.insert(format!("k{i}"), Value::Integer(i)).unwrap();
+    }
+    let generation = store.stats().generation;
+    let next = inactive_slot(&disk);
+    // Hold the compaction at its second header flush of the next journal: the first makes the
+    // attempt's `PENDING` header durable, the second the `COMMITTED` one, after the swap.
+    let header_flushes = std::sync::atomic::AtomicUsize::new(0);
+    disk.pause_when(Some(Box::new(move |op| {
+        matches!(op, DiskOp::Flush { slot, offset: 0, .. } if *slot == next)
+            && header_flushes.fetch_add(1, Ordering::SeqCst) == 1
+    })));
+    std::thread::scope(|scope| {
+        let compaction = scope.spawn(|| store.compact());
+        while disk.held() == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            store.stats().generation,
+            generation + 1,
+            "held after the swap"
+        );
+        let sync = scope.spawn(|| store.sync());
+        // Give an unserialized `sync()` time to finish before the held flush fails (with the
+        // fix it waits for the flush whatever this wait is).
+        let waited = std::time::Instant::now();
+        while !sync.is_finished() && waited.elapsed() < std::time::Duration::from_millis(300) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        disk.fail_flushes.store(true, Ordering::SeqCst);
+        disk.pause_when(None);
+        assert!(
+            compaction.join().unwrap().is_err(),
+            "the compaction's last flush failed"
+        );
+        assert!(
+            matches!(sync.join().unwrap(), Err(crate::Error::Poisoned { .. })),
+            "a sync beside a failed flush must not return Ok"
+        );
+    });
+    disk.fail_flushes.store(false, Ordering::SeqCst);
+    assert!(matches!(
+        store.insert("after".into(), Value::Integer(1)),
+        Err(crate::Error::Poisoned { .. })
+    ));
+}

@@ -172,22 +172,24 @@ fn compact(shared: &Shared, number: u64) -> Result<()> {
             "no inactive journal (a compaction is already running)".into(),
         ));
     };
-    let outcome = compact_into(shared, &mut target, started, number);
-    if let Err((e, journal)) = outcome {
-        *shared.inactive.lock() = Some(journal);
-        return Err(e);
+    match compact_into(shared, &mut target, started, number) {
+        Ok(swapped) => swapped,
+        Err((e, journal)) => {
+            *shared.inactive.lock() = Some(journal);
+            Err(e)
+        }
     }
-    Ok(())
 }
 
-/// Runs the compaction into `target`. On failure returns the journal that must go back into
-/// the inactive slot (its `PENDING` header keeps it from ever being elected).
+/// Runs the compaction into `target`. On failure before the swap returns the journal that must
+/// go back into the inactive slot (its `PENDING` header keeps it from ever being elected); after
+/// the swap, `Ok` with the outcome of the new journal's last flush.
 fn compact_into(
     shared: &Shared,
     target: &mut Arc<Journal>,
     started: Instant,
     number: u64,
-) -> std::result::Result<(), (Error, Arc<Journal>)> {
+) -> std::result::Result<Result<()>, (Error, Arc<Journal>)> {
     let (mut start, active, room_needed, mut generation) = {
         let mut w = shared.writer.lock();
         // A generation is never used twice: a failed attempt may have left records of its
@@ -343,8 +345,25 @@ fn compact_into(
         .inactive_used
         .store(bytes_before, Ordering::Relaxed);
     *shared.inactive.lock() = Some(retired);
-    if let Err(e) = new_active.flush() {
-        shared.poison(format!("flushing the new journal failed: {e}"));
+    // The new journal's last flush (its committed header) is one flusher among the syncers:
+    // under their lock, poisoning before it is released. A writeback error is reported to one
+    // msync only and the pages are then clean, so a `sync` running at the same time as an
+    // unlocked flush that failed would find nothing left to write and return `Ok` for records
+    // the disk does not hold. For the same reason a failure a syncer met first is checked
+    // here, under the lock: the old journal, this generation's fallback, must never be reused
+    // once the new one may be damaged on disk.
+    {
+        let _one_flusher = shared.sync_lock.lock();
+        if let Err(e) = new_active.flush() {
+            shared.poison(format!("flushing the new journal failed: {e}"));
+            return Ok(Err(crate::error::io_err(
+                "msync",
+                new_active.storage().path(),
+            )(e)));
+        }
+        if let Err(e) = shared.check_poison() {
+            return Ok(Err(e));
+        }
     }
     let duration = started.elapsed();
     shared.stats.last_compaction_nanos.store(
@@ -360,7 +379,7 @@ fn compact_into(
         live_keys,
         duration,
     });
-    Ok(())
+    Ok(Ok(()))
 }
 
 fn io_error(journal: &Journal) -> impl Fn(io::Error) -> Error + '_ {

@@ -13,6 +13,10 @@ pub enum Durability {
     Process,
     /// Also survives power loss when the write returns: every write is flushed (msync and
     /// fdatasync) before it returns. Concurrent writers share one flush (group commit).
+    ///
+    /// If that flush fails, the write returns the error and the store is poisoned, but the
+    /// write was already applied: it is visible to readers until the store is closed, and may
+    /// or may not be on the disk. Every other error leaves nothing changed.
     Sync,
 }
 

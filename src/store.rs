@@ -296,7 +296,8 @@ impl KVStore {
     }
 
     /// Stores `value` under `key` and returns the previous value. Inserting `Value::Null`
-    /// removes the key. On error nothing changed.
+    /// removes the key. On error nothing changed, except after a failed flush in
+    /// [`Durability::Sync`](crate::Durability::Sync) mode (see there).
     pub fn insert(&self, key: String, value: Value) -> Result<Option<Value>> {
         let op = if value.is_null() {
             Op::Delete(key)
