@@ -8,6 +8,7 @@ use crate::journal::format;
 use crate::journal::storage::{DiskOp, MemBackend, Slot};
 use crate::options::Builder;
 use crate::recovery_tests::inactive_slot;
+use crate::test_support::wait_until;
 use crate::{KVStore, Value};
 
 /// Records appended while the compactor flushes the snapshot it wrote are caught up (copied
@@ -34,9 +35,7 @@ fn writes_during_the_snapshot_flush_are_caught_up_outside_the_lock() {
     })));
     std::thread::scope(|scope| {
         let compaction = scope.spawn(|| store.compact());
-        while disk.held() == 0 {
-            std::thread::yield_now();
-        }
+        wait_until("the compaction to be held", || disk.held() > 0);
         for i in 0..600 {
             store
                 .insert(format!("k{}", i % 100), Value::from("v".repeat(90)))
@@ -92,9 +91,7 @@ fn a_failed_flush_before_the_swap_leaves_no_commit_marker() {
     }));
     std::thread::scope(|scope| {
         let compaction = scope.spawn(|| store.compact());
-        while disk.held() == 0 {
-            std::thread::yield_now();
-        }
+        wait_until("the compaction to be held", || disk.held() > 0);
         for i in 0..5 {
             store.insert(format!("late{i}"), Value::Integer(i)).unwrap();
         }
@@ -150,9 +147,7 @@ fn a_sync_during_the_new_journals_failing_last_flush_reports_it() {
     })));
     std::thread::scope(|scope| {
         let compaction = scope.spawn(|| store.compact());
-        while disk.held() == 0 {
-            std::thread::yield_now();
-        }
+        wait_until("the compaction to be held", || disk.held() > 0);
         assert_eq!(
             store.stats().generation,
             generation + 1,

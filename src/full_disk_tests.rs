@@ -3,11 +3,11 @@
 //! and failed compactions are not retried at every write.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use crate::journal::storage::MemBackend;
 use crate::options::Builder;
 use crate::recovery_tests::{hold_compaction, inactive_slot};
+use crate::test_support::wait_until;
 use crate::{Error, Event, KVStore, Value};
 
 const JOURNAL: usize = 16 * 1024;
@@ -21,7 +21,9 @@ fn open(disk: &MemBackend) -> KVStore {
 }
 
 /// Writes and waits until any compaction the write started has ended; returns how many
-/// compactions failed meanwhile.
+/// compactions failed meanwhile. (A write that asks for a compaction marks it requested under
+/// the writer lock before it returns, and a failed compaction sends its event before it clears
+/// that mark, so no failure is missed however late the compactor runs.)
 fn insert_and_settle(
     store: &KVStore,
     events: &crate::sync::channel::Receiver<Event>,
@@ -33,26 +35,13 @@ fn insert_and_settle(
             Value::from(format!("value {i:06}")),
         )
         .unwrap();
-    let mut failed = 0;
-    let mut running = 0_i32;
-    loop {
-        let timeout = if running > 0 {
-            Duration::from_secs(5)
-        } else {
-            Duration::from_millis(2)
-        };
-        match events.recv_timeout(timeout) {
-            Ok(Event::CompactionStarted { .. }) => running += 1,
-            Ok(Event::CompactionFailed { .. }) => {
-                failed += 1;
-                running -= 1;
-            }
-            Ok(Event::CompactionFinished { .. }) => running -= 1,
-            Ok(_) => {}
-            Err(_) if running <= 0 => return failed,
-            Err(e) => panic!("a compaction did not end: {e}"),
-        }
-    }
+    wait_until("the compaction to end", || {
+        !store.shared.writer.lock().compacting
+    });
+    events
+        .try_iter()
+        .filter(|event| matches!(event, Event::CompactionFailed { .. }))
+        .count()
 }
 
 /// A write that needs the journals to grow on a disk that cannot give the room fails with
@@ -168,9 +157,9 @@ fn overwrite_through_a_held_compaction(
             });
             *written.lock().unwrap() = Some(result);
         });
-        while !store.shared.writer.lock().waited_for_room {
-            std::thread::yield_now();
-        }
+        wait_until("the writer to wait for room", || {
+            store.shared.writer.lock().waited_for_room
+        });
     });
     let written = written.into_inner().unwrap().expect("the writer ran");
     (compacted, written)

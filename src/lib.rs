@@ -50,6 +50,8 @@ mod snapshot;
 mod stats;
 mod store;
 mod sync;
+#[cfg(test)]
+mod test_support;
 #[doc(hidden)]
 pub mod testing;
 mod value;

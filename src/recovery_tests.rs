@@ -6,6 +6,7 @@
 use crate::journal::format::{self, FRAME_SIZE, HEADER_SIZE};
 use crate::journal::storage::{DiskOp, MemBackend, Slot};
 use crate::options::Builder;
+use crate::test_support::wait_until;
 use crate::{Error, Event, KVStore, Value};
 
 fn open(disk: &MemBackend) -> crate::Result<KVStore> {
@@ -68,9 +69,7 @@ pub(crate) fn hold_compaction<'env>(
     disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
     std::thread::scope(|scope| {
         let compaction = scope.spawn(|| store.compact());
-        while disk.held() == 0 {
-            std::thread::yield_now();
-        }
+        wait_until("the compaction to be held", || disk.held() > 0);
         during(scope);
         disk.pause_when(None);
         compaction.join().unwrap()
@@ -539,9 +538,9 @@ fn writers_that_waited_for_room_make_the_next_compaction_start_earlier() {
                 }
             }
         });
-        while !store.shared.writer.lock().waited_for_room {
-            std::thread::yield_now();
-        }
+        wait_until("a writer waiting for room", || {
+            store.shared.writer.lock().waited_for_room
+        });
     });
     let trigger = store.shared.writer.lock().trigger;
     let stats = store.stats();

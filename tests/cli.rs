@@ -334,17 +334,21 @@ fn read_only_commands_never_write() {
     let base = dir.path().join("app");
     let b = s(&base);
     {
-        // Small journals, filled past the high-water mark, so a writable open would compact.
+        // A small journal left past the default high-water mark (written with the mark at 1.0,
+        // so nothing compacted it), so a writable open would compact it at once.
         let store = KVStore::builder(&base)
             .buffer_size(16 * 1024)
-            .high_water_mark(0.5)
+            .high_water_mark(1.0)
             .open()
             .unwrap();
-        for i in 0..100 {
+        let mut i = 0;
+        while store.stats().active_used < 14 * 1024 {
             store
                 .insert(format!("key{i:03}"), Value::Integer(i))
                 .unwrap();
+            i += 1;
         }
+        assert_eq!(store.stats().compactions, 0);
     }
     let before = files(&base);
     ok(&["stats", b]);
@@ -359,6 +363,17 @@ fn read_only_commands_never_write() {
         "a read-only command changed the files"
     );
     assert_eq!(dir_entries(dir.path()), ["app.jrna", "app.jrnb"]);
+    // The files were worth protecting: a writable open does change them.
+    let store = KVStore::new(&base, 16 * 1024, None, None).unwrap();
+    let started = std::time::Instant::now();
+    while store.stats().compactions == 0 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(store);
+    assert!(
+        files(&base) != before,
+        "a writable open compacts these files"
+    );
 }
 
 #[test]

@@ -15,12 +15,13 @@ fn field_note_10_compaction_runs_in_the_background() {
             .filter(|name| name.trim() == "rkv-compactor")
             .count()
     }
-    // A new thread names itself as it starts: give it a moment.
+    // A new thread names itself as it starts, and an ended one takes a moment to be reaped:
+    // wait for the count (up to a minute on a loaded machine; it returns as soon as it holds).
     fn settle(expected: usize) -> usize {
-        for _ in 0..200 {
-            if compactor_threads() == expected {
-                break;
-            }
+        let started = std::time::Instant::now();
+        while compactor_threads() != expected
+            && started.elapsed() < std::time::Duration::from_secs(60)
+        {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         compactor_threads()

@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::journal::format::FRAME_SIZE;
 use crate::journal::storage::{DiskImage, DiskOp, MemBackend};
 use crate::options::Builder;
+use crate::test_support::wait_until;
 use crate::{KVStore, Value};
 
 use super::model::{Acks, History, Write, Writer};
@@ -180,9 +181,7 @@ fn crash_at_every_op_of_a_compaction() {
             done.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         // The compactor took its snapshot and waits at its first write.
-        while disk.held() == 0 {
-            std::thread::yield_now();
-        }
+        wait_until("the compaction to be held", || disk.held() > 0);
         for round in 0..20 {
             big(&mut w, round);
         }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::journal::storage::{DiskImage, DiskOp, MemBackend, PAGE, SECTOR, SectorFate};
 use crate::options::Builder;
+use crate::test_support::wait_until;
 use crate::{KVStore, Value};
 
 use super::model::Map;
@@ -87,9 +88,9 @@ fn sync_racing_the_end_of_a_compaction_waits_for_the_new_header() {
     )));
     std::thread::scope(|scope| {
         let compaction = scope.spawn(|| store.compact().unwrap());
-        while disk.held() < 1 {
-            std::thread::yield_now();
-        }
+        wait_until("the compaction held at its PENDING header", || {
+            disk.held() >= 1
+        });
         // Past the compaction's start: one write made durable in the old journal, one not.
         store.insert("synced".into(), Value::Integer(1)).unwrap();
         store.sync().unwrap();
@@ -97,9 +98,9 @@ fn sync_racing_the_end_of_a_compaction_waits_for_the_new_header() {
         disk.release();
         // The compaction copies both under the lock, flushes them (the first was promised),
         // swaps, and waits again just before flushing the new COMMITTED header.
-        while disk.held() < 2 {
-            std::thread::yield_now();
-        }
+        wait_until("the compaction held at its COMMITTED header", || {
+            disk.held() >= 2
+        });
         let sync = scope.spawn(|| {
             store.sync().unwrap();
             disk.ops_done()
