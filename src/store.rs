@@ -98,9 +98,8 @@ impl KVStore {
     }
 
     pub(crate) fn open_with(config: Builder) -> Result<KVStore> {
-        config.validate()?;
         if config.read_only {
-            config.validate()?;
+            // Sizes are the writer's business: a read-only open takes the files as they are.
             let opened = recover_copied(&config.base)?;
             return Self::start(config, opened);
         }
@@ -119,9 +118,11 @@ impl KVStore {
         let _one_refresh = self.shared.refresh_lock.lock();
         let opened = recover_copied(&self.shared.config.base)?;
         let mut w = self.shared.writer.lock();
-        if opened.active.generation() == w.active.generation()
-            && opened.active.end() == w.active.end()
-        {
+        // Generations only grow, and within one the records only grow: a copy that is not
+        // ahead of what is published (the same one, or an older one, e.g. a copy of a file
+        // that had already been switched out) is not published.
+        let copied = (opened.active.generation(), opened.active.end());
+        if copied <= (w.active.generation(), w.active.end()) {
             return Ok(false);
         }
         let events = loss_events(&opened.active, &opened.tail, &opened.notes);
@@ -144,8 +145,10 @@ impl KVStore {
     }
 
     pub(crate) fn open_on(config: Builder, backend: &dyn Backend) -> Result<KVStore> {
-        config.validate()?;
-        // A read-only open takes the files as they are.
+        // A read-only open takes the files as they are (its sizes are not used).
+        if !config.read_only {
+            config.validate()?;
+        }
         let min_len = if config.read_only {
             0
         } else {

@@ -179,7 +179,7 @@ impl VerifyReport {
 pub fn verify(base: impl AsRef<Path>) -> Result<VerifyReport> {
     let base = base.as_ref().to_path_buf();
     let paths = [Slot::A, Slot::B].map(|slot| slot.path(&base));
-    let (a, b) = read_both(&paths)?;
+    let (a, b) = read_both(&base, &paths)?;
     if a.is_none() && b.is_none() {
         return Err(Error::Io {
             op: "read",
@@ -202,14 +202,11 @@ pub fn verify(base: impl AsRef<Path>) -> Result<VerifyReport> {
 /// A file's bytes, `None` if it does not exist.
 type Contents = Option<Vec<u8>>;
 
-/// How many times both files are read again when a compaction switched them meanwhile.
-const ATTEMPTS: usize = 8;
-
 /// Reads both files (`None` for a missing one). A writer may compact while they are read: if
 /// either header changed by the time both are read, they are read again, so the two copies
 /// come from one stretch of time without a switch (within it, the elected file only grows by
 /// appends, which the checksums cut cleanly).
-fn read_both(paths: &[PathBuf; 2]) -> Result<(Contents, Contents)> {
+fn read_both(base: &Path, paths: &[PathBuf; 2]) -> Result<(Contents, Contents)> {
     let read = |path: &PathBuf| match std::fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -221,15 +218,11 @@ fn read_both(paths: &[PathBuf; 2]) -> Result<(Contents, Contents)> {
             .map(|b| b.get(..HEADER_USED).unwrap_or(b).to_vec())
     };
     let [path_a, path_b] = paths;
-    let mut attempt = 0;
-    loop {
+    crate::journal::copied::copy_consistently(base, || {
         let (a, b) = (read(path_a)?, read(path_b)?);
-        attempt += 1;
         let again = (read_header(path_a)?, read_header(path_b)?);
-        if attempt >= ATTEMPTS || (header(&a), header(&b)) == again {
-            return Ok((a, b));
-        }
-    }
+        Ok(((header(&a), header(&b)) == again).then_some((a, b)))
+    })
 }
 
 /// The first `HEADER_USED` bytes of a file (fewer if it is shorter), `None` if it is missing.

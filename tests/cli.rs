@@ -416,6 +416,17 @@ fn verify_reports_damage_with_its_offset_and_exit_1() {
     // Replay stops at the damage: only the commit marker is valid.
     assert!(out.contains("1 records, valid length 4117"), "{out}");
 
+    // The status survives a reader that stops reading the report (`| grep -q`): here the
+    // pipe's reading end is closed before `rkv` writes anything.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = StdCommand::new(env!("CARGO_BIN_EXE_rkv"))
+        .args(["verify", b])
+        .stdout(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "verify into a closed pipe");
+
     // The library says the same.
     let report = resilient_kv::verify::verify(&base).unwrap();
     assert_eq!(report.status, resilient_kv::verify::Status::Damaged);

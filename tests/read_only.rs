@@ -227,3 +227,65 @@ fn concurrent_refreshes_never_go_backwards() {
         assert!(last > 0, "the reader never saw a write");
     });
 }
+
+/// `refresh` never publishes a copy older than what it shows: here the files themselves are
+/// put back to an older state (as a copy taken across a switch could look), and the reader
+/// keeps the newer view instead of going back.
+#[test]
+fn refresh_never_publishes_an_older_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("app");
+    {
+        let writer = KVStore::new(&base, 64 * 1024, None, None).unwrap();
+        writer.insert("counter".into(), Value::Integer(1)).unwrap();
+    }
+    let older = files(&base);
+    {
+        let writer = KVStore::new(&base, 64 * 1024, None, None).unwrap();
+        writer.insert("counter".into(), Value::Integer(2)).unwrap();
+        writer.compact().unwrap();
+        writer.insert("counter".into(), Value::Integer(3)).unwrap();
+    }
+    let reader = KVStore::open_read_only(&base).unwrap();
+    assert_eq!(reader.get("counter").unwrap(), Some(Value::Integer(3)));
+    std::fs::write(format!("{}.jrna", base.display()), &older.0).unwrap();
+    std::fs::write(format!("{}.jrnb", base.display()), &older.1).unwrap();
+    assert!(!reader.refresh().unwrap(), "an older copy was published");
+    assert_eq!(reader.get("counter").unwrap(), Some(Value::Integer(3)));
+}
+
+/// A store whose files exist but were never initialised (another process is creating it, or
+/// its creation was cut short) opens read-only as an empty store, writing nothing, and sees
+/// the data once a writer has created it.
+#[test]
+fn a_read_only_open_of_files_never_initialised_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("app");
+    for ext in ["jrna", "jrnb"] {
+        std::fs::write(format!("{}.{ext}", base.display()), vec![0_u8; 16 * 1024]).unwrap();
+    }
+    let before = files(&base);
+    let reader = KVStore::open_read_only(&base).unwrap();
+    assert!(reader.is_empty());
+    assert_eq!(files(&base), before, "a read-only open wrote");
+    let writer = KVStore::new(&base, 16 * 1024, None, None).unwrap();
+    writer.insert("a".into(), Value::Integer(1)).unwrap();
+    assert!(reader.refresh().unwrap());
+    assert_eq!(reader.get("a").unwrap(), Some(Value::Integer(1)));
+}
+
+/// Sizes on the builder are the writer's: a read-only open ignores them, as documented.
+#[test]
+fn a_read_only_open_ignores_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("app");
+    let writer = KVStore::new(&base, 64 * 1024, None, None).unwrap();
+    writer.insert("a".into(), Value::Integer(1)).unwrap();
+    let reader = KVStore::builder(&base)
+        .read_only(true)
+        .buffer_size(1000)
+        .high_water_mark(7.0)
+        .open()
+        .unwrap();
+    assert_eq!(reader.get("a").unwrap(), Some(Value::Integer(1)));
+}

@@ -283,12 +283,17 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            write_report(&mut out, &report)?;
-            return Ok(ExitCode::from(match report.status {
+            let code = ExitCode::from(match report.status {
                 Status::Clean => 0,
                 Status::Damaged => 1,
                 _ => 2,
-            }));
+            });
+            // The status is the answer: a reader that stops reading the report early (`| grep
+            // -q DAMAGE`) must not turn it into success.
+            return match write_report(&mut out, &report).map_err(Failure::from) {
+                Ok(()) | Err(Failure::BrokenPipe) => Ok(code),
+                Err(e) => Err(e),
+            };
         }
         Command::Compact { base } => {
             let store = open_writer(&base, false)?;

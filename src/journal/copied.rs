@@ -3,17 +3,19 @@
 //! A read-only store may look at files another process is writing through its own memory map.
 //! Mapping them here too would let bytes change under a Rust slice, so instead each file is
 //! read (`read(2)`) into a private buffer and the ordinary election and replay run on the
-//! copies. Nothing is ever written back: writes to a copy stay in memory (the store refuses
-//! user writes before they get this far; only the in-memory initialisation of a never-used
-//! pair of files writes here).
+//! copies. Nothing is ever written, to the files or to the copies: the store refuses user
+//! writes before they get this far, and a pair of files never initialised opens as an empty
+//! store without the initialisation a writable open would write.
 //!
 //! The writer may swap journals while the copies are taken. The headers of both files are
 //! read again after the copy; if either changed, the copy is taken again, so the two copies
 //! always come from one stretch of time in which no compaction switched files. Within that
 //! stretch the elected file only grows by appends, which the replay's checksums cut cleanly.
+//! A copy that never comes out consistent is an error, never used.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -22,8 +24,50 @@ use super::storage::{Backend, Slot, Storage};
 use crate::error::io_err;
 use crate::{Error, Result};
 
-/// How many times a copy is retaken when a compaction switched files during it.
-const ATTEMPTS: usize = 8;
+/// How long copies are retaken while compactions keep switching files during them.
+const PATIENCE: Duration = Duration::from_secs(2);
+
+/// Calls `take` until it returns a consistent copy (`Some`): at once a few times, then with
+/// pauses of up to 10 ms (compactions following each other that fast are brief bursts). After
+/// [`PATIENCE`] it gives up with an `Io` error of kind `ResourceBusy`: a copy known to mix two
+/// moments could elect an older generation or show damage that is not there.
+pub(crate) fn copy_consistently<T>(
+    base: &Path,
+    take: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    copy_consistently_within(base, PATIENCE, take)
+}
+
+fn copy_consistently_within<T>(
+    base: &Path,
+    patience: Duration,
+    mut take: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let started = Instant::now();
+    let mut attempt: u32 = 0;
+    loop {
+        if let Some(copy) = take()? {
+            return Ok(copy);
+        }
+        attempt += 1;
+        if started.elapsed() >= patience {
+            return Err(Error::Io {
+                op: "copy",
+                path: base.to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "the journal files were switched during every copy for {patience:?} \
+                         ({attempt} copies)"
+                    ),
+                ),
+            });
+        }
+        if attempt > 3 {
+            std::thread::sleep(Duration::from_millis(u64::from(attempt.min(10))));
+        }
+    }
+}
 
 /// Both journal files of one store, copied at one moment.
 pub(crate) struct CopiedBackend {
@@ -47,18 +91,14 @@ impl CopiedBackend {
     /// `NotFound`: a read-only open never creates anything.
     pub(crate) fn load(base: &Path) -> Result<Self> {
         let (path_a, path_b) = (Slot::A.path(base), Slot::B.path(base));
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        copy_consistently(base, || {
             let before = (header(&path_a)?, header(&path_b)?);
             let a = std::fs::read(&path_a).map_err(io_err("read", &path_a))?;
             let b = std::fs::read(&path_b).map_err(io_err("read", &path_b))?;
             let after = (header(&path_a)?, header(&path_b)?);
             let stable = before == after && a.starts_with(&before.0) && b.starts_with(&before.1);
-            if stable || attempt >= ATTEMPTS {
-                return Ok(CopiedBackend::from_bytes(base, a, b));
-            }
-        }
+            Ok(stable.then(|| CopiedBackend::from_bytes(base, a, b)))
+        })
     }
 
     /// Both files' bytes, already in memory (for `verify` and the fuzzing hooks).
@@ -146,5 +186,30 @@ impl Storage for CopiedStorage {
 
     fn with_view(&mut self, f: &mut dyn FnMut(&[u8])) {
         f(&self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Copies that never come out consistent end in a typed error, not in a copy used anyway;
+    /// one that does after a few tries is returned.
+    #[test]
+    fn an_inconsistent_copy_is_never_used() {
+        let base = Path::new("app");
+        let never = copy_consistently_within(base, Duration::from_millis(30), || Ok(None::<()>));
+        match never {
+            Err(Error::Io { source, .. }) => {
+                assert_eq!(source.kind(), io::ErrorKind::ResourceBusy)
+            }
+            other => panic!("expected a busy error, got {other:?}"),
+        }
+        let mut tries = 0;
+        let third = copy_consistently_within(base, Duration::from_secs(60), || {
+            tries += 1;
+            Ok((tries == 3).then_some(tries))
+        });
+        assert_eq!(third.unwrap(), 3);
     }
 }

@@ -332,7 +332,20 @@ fn proven_generation(c: &Candidate, min: u64) -> Option<u64> {
     None
 }
 
+/// A new store on files that hold nothing yet. With `min_len` 0 (a read-only open, or a check
+/// of copied files) nothing is written: the store is empty, at generation 0, until a writer
+/// creates it.
 fn fresh(mut a: Candidate, mut b: Candidate, min_len: usize) -> Result<Opened> {
+    if min_len == 0 {
+        return Ok(Opened {
+            active: Journal::new(a.storage, 0, HEADER_SIZE),
+            inactive: Journal::new(b.storage, 0, HEADER_SIZE),
+            entries: Vec::new(),
+            tail: Tail::Clean,
+            notes: Vec::new(),
+            highest_generation: 0,
+        });
+    }
     grow_to(&mut a.storage, min_len)?;
     grow_to(&mut b.storage, min_len)?;
     let mut active = Journal::new(a.storage, 0, HEADER_SIZE);
