@@ -123,7 +123,7 @@ impl BigNumber {
     pub(crate) fn magnitude_order_upper(&self) -> i64 {
         let bits = self.magnitude.len() as i64 * 8;
         // log10(2) < 0.30103, so bits * 30103 / 100000 + 1 bounds the digit count from above.
-        bits * 30_103 / 100_000 + 1 + self.exponent
+        (bits * 30_103 / 100_000 + 1).saturating_add(self.exponent)
     }
 
     /// The same number with trailing decimal zeros moved from the significand to the exponent.

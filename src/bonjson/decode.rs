@@ -448,6 +448,20 @@ mod tests {
         decode(bytes).unwrap_err().kind
     }
 
+    /// A big number whose exponent is near `i64::MAX` is out of range, also when the limits
+    /// lift the exponent cap (the range check once overflowed: a panic in a debug build,
+    /// a wrapped negative order of magnitude, hence "in range", in a release build).
+    #[test]
+    fn a_big_number_with_an_extreme_exponent_is_out_of_range() {
+        let doc = [
+            0xb2, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02, 0x01,
+        ];
+        let mut options = DecodeOptions::default();
+        options.limits.max_bignumber_exponent = 0;
+        let result = decode_with(&doc, &options);
+        assert_eq!(result.map_err(|e| e.kind), Err(ErrorKind::ValueOutOfRange));
+    }
+
     #[test]
     fn records_expand_and_fill_nulls() {
         let doc = [0xb9, 0x66, b'a', 0x66, b'b', 0xb6, 0xba, 0x00, 0x01, 0xb6];

@@ -214,25 +214,38 @@ impl Frames {
         }
     }
 
-    /// The first valid record of this generation (its frame names the generation and its
-    /// checksum holds) that starts at or after `from` and below `until`, as its start and body
-    /// length; the record itself may run past `until`. Frames are found through their
-    /// generation field, so runs of zeros and other generations' records are skipped at
-    /// `memchr` speed.
+    /// [`Frames::find_checking_at_most`] without a budget (for tests).
+    #[cfg(test)]
     pub(crate) fn find(&self, bytes: &[u8], from: usize, until: usize) -> Option<(usize, usize)> {
         self.find_checking_at_most(bytes, from, until, usize::MAX)
     }
 
-    /// [`Frames::find`], giving up (`None`) once the candidates it has checksummed claim more
-    /// than `budget` bytes of body in all: for searches that are only a hint (where to split a
-    /// replay), so that values crafted to hold many frame images claiming long bodies cannot
-    /// make them slow.
+    /// [`Frames::find_within_budget`] with a budget of its own: for searches that are only a
+    /// hint (where to split a replay).
     pub(crate) fn find_checking_at_most(
         &self,
         bytes: &[u8],
         from: usize,
         until: usize,
         mut budget: usize,
+    ) -> Option<(usize, usize)> {
+        self.find_within_budget(bytes, from, until, &mut budget)
+    }
+
+    /// The first valid record of this generation (its frame names the generation and its
+    /// checksum holds) that starts at or after `from` and below `until`, as its start and body
+    /// length; the record itself may run past `until`. Frames are found through their
+    /// generation field, so runs of zeros and other generations' records are skipped at
+    /// `memchr` speed. Each candidate's claimed body length is taken from `budget` before it
+    /// is checksummed, and the search gives up (`None`) when the budget runs out, so that
+    /// values crafted to hold many frame images claiming long bodies cannot make it slow; a
+    /// budget shared by several searches bounds them all.
+    pub(crate) fn find_within_budget(
+        &self,
+        bytes: &[u8],
+        from: usize,
+        until: usize,
+        budget: &mut usize,
     ) -> Option<(usize, usize)> {
         let needle = (self.generation as u32).to_le_bytes();
         // The generation field of a frame starting just below `until` ends here.
@@ -246,7 +259,7 @@ impl Frames {
             let frame_at = search + found - FRAME_GEN_OFFSET;
             let region = bytes.get(frame_at..).unwrap_or_default();
             let claimed = read_u32(region, FRAME_LEN_OFFSET).map_or(0, |len| len as usize);
-            budget = budget.checked_sub(claimed)?;
+            *budget = budget.checked_sub(claimed)?;
             if let FrameRead::Record { len } = self.read(region) {
                 return Some((frame_at, len));
             }

@@ -178,6 +178,18 @@ impl Journal {
     /// header, flushed, so the file can never be elected until `commit` while its records are
     /// being rewritten.
     pub(crate) fn begin(&mut self, generation: u64) -> io::Result<()> {
+        // A header above the limit reads as invalid, so a generation past it could never be
+        // elected: refuse it rather than write a journal nobody can open (only a forged header
+        // gets a store near the limit).
+        if generation > format::MAX_GENERATION {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "generation {generation} is above the format's limit ({})",
+                    format::MAX_GENERATION
+                ),
+            ));
+        }
         self.write_header(generation, STATE_PENDING)?;
         self.storage.flush(0, HEADER_SIZE)?;
         self.generation = generation;
@@ -243,5 +255,28 @@ impl Journal {
         }
         self.synced.fetch_max(end, Ordering::AcqRel);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::storage::{Backend, MemBackend, Slot};
+
+    /// A generation above the format's limit would write a header that reads as invalid, so
+    /// the journal could never be elected: `begin` refuses it and writes nothing.
+    #[test]
+    fn a_generation_above_the_limit_is_refused() {
+        let disk = MemBackend::new();
+        let storage = disk.open(Slot::A, 16 * 1024).unwrap();
+        let mut journal = Journal::new(storage, 0, HEADER_SIZE);
+        assert!(journal.begin(format::MAX_GENERATION + 1).is_err());
+        assert!(
+            disk.file(Slot::A).lock()[..HEADER_SIZE]
+                .iter()
+                .all(|&b| b == 0)
+        );
+        journal.begin(format::MAX_GENERATION).unwrap();
+        assert_eq!(journal.generation(), format::MAX_GENERATION);
     }
 }

@@ -547,11 +547,20 @@ fn unattributed_generation(loser: &Candidate, elected: u64) -> u64 {
 
 /// The end of the last record of `generation` that starts at or after `from`, if any: proof
 /// that what stopped the replay was damage, not the end of the data (`verify` asks the same).
+///
+/// The search checksums every candidate frame for the bodies they claim, at most twice the
+/// file's length in all: the records of a genuine journal claim less than its length, but
+/// values crafted to hold many frame images of a coming generation, each claiming a long body,
+/// could otherwise make every open take hours. Past that budget it answers with the records
+/// found so far (none: no proof of damage).
 pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
     let frames = format::Frames::new(generation);
+    let mut budget = bytes.len().saturating_mul(2);
     let mut last = None;
     let mut search = from;
-    while let Some((frame_at, len)) = frames.find(bytes, search, bytes.len()) {
+    while let Some((frame_at, len)) =
+        frames.find_within_budget(bytes, search, bytes.len(), &mut budget)
+    {
         last = Some(frame_at + FRAME_SIZE + len);
         search = frame_at + 1;
     }

@@ -200,7 +200,7 @@ fn decode_live<'a>(
     let mut entries = Vec::with_capacity(live.size_hint().0);
     for (key, pending) in live {
         let Some(value) = pending.value else { continue };
-        let value = bonjson::decode_with(value, decode).ok();
+        let value = bonjson::decode_with(value, &for_value(decode, value.len())).ok();
         match (std::str::from_utf8(key.key.as_bytes()), value) {
             (Ok(key), Some(value)) => entries.push((key.into(), std::sync::Arc::new(value))),
             _ => return Err(pending.offset),
@@ -394,7 +394,8 @@ fn apply<'a>(
                     OP_PUT => {
                         // Decoded here only to find where the value ends (and that it is
                         // well formed); a surviving value is decoded again at the end.
-                        let (_, used) = bonjson::decode_prefix(after, decode).ok()?;
+                        let options = for_value(decode, after.len());
+                        let (_, used) = bonjson::decode_prefix(after, &options).ok()?;
                         part.put(key, after.get(..used)?, offset);
                         rest = after.get(used..)?;
                     }
@@ -412,6 +413,18 @@ fn apply<'a>(
         _ => return None,
     }
     Some(())
+}
+
+/// The options a journal value of `len` bytes is decoded with: `decode`'s, allowing at most one
+/// node per byte. Every node this crate's encoder writes takes at least a byte (it writes
+/// neither records nor typed arrays), so only a value it did not write can claim more: a few
+/// kilobytes of record instances or typed arrays can expand to gigabytes, and a journal holding
+/// many of them would exhaust memory at open. Such a value is malformed, like any other.
+fn for_value(decode: &DecodeOptions, len: usize) -> DecodeOptions {
+    let mut options = *decode;
+    let limit = options.limits.max_total_nodes;
+    options.limits.max_total_nodes = if limit == 0 { len } else { limit.min(len) }.max(1);
+    options
 }
 
 fn key_and_rest(bytes: &[u8]) -> Option<(&[u8], &[u8])> {

@@ -299,3 +299,80 @@ fn live_records_are_what_replay_finds() {
         assert!(live_records(&bytes[..end + 8], GENERATION, &decode).is_none());
     }
 }
+
+/// A value this crate's encoder could not have written, whose nodes outnumber its bytes
+/// (record instances filled with nulls: a few kilobytes that decode to a hundred thousand
+/// nodes, or gigabytes in a crafted file), is malformed: replay ends before its record instead
+/// of building it.
+#[test]
+fn a_value_that_expands_beyond_its_bytes_ends_the_replay() {
+    use crate::bonjson::code;
+    let mut value = vec![code::RECORD_DEF];
+    for i in 0..200_u32 {
+        let key = format!("k{i:03}");
+        value.push(code::SHORT_STRING + key.len() as u8);
+        value.extend_from_slice(key.as_bytes());
+    }
+    value.push(code::END);
+    value.push(code::ARRAY);
+    for _ in 0..500 {
+        value.extend_from_slice(&[code::RECORD, 0, code::END]);
+    }
+    value.push(code::END);
+    // Well formed under the default limits: 200 keys x 500 instances, filled with nulls.
+    assert!(crate::bonjson::decode_with(&value, &DecodeOptions::default()).is_ok());
+    let seed = format::crc_seed(GENERATION);
+    let mut bytes = vec![0_u8; HEADER_SIZE];
+    let mut put = |key: &str, value: &[u8]| {
+        let mut body = vec![OP_PUT, key.len() as u8];
+        body.extend_from_slice(key.as_bytes());
+        body.extend_from_slice(value);
+        bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &body));
+        bytes.extend_from_slice(&body);
+    };
+    put("before", &[5]);
+    put("bomb", &value);
+    put("after", &[6]);
+    let end_of_first = HEADER_SIZE + FRAME_SIZE + 2 + "before".len() + 1;
+    bytes.resize(bytes.len() + 4096, 0);
+    let (entries, end, _, _) = sequential(&bytes);
+    assert_eq!(entries, vec![("before".to_string(), Value::Integer(5))]);
+    assert_eq!(end, end_of_first);
+}
+
+/// The search for valid records beyond where replay stopped checksums at most twice the
+/// file's length: frame images claiming long bodies (inside values of a coming generation, in
+/// a reused file's stale tail) cannot make an open take hours. Past the budget it answers
+/// with what it found (here nothing, though a valid record follows them).
+#[test]
+fn the_search_beyond_the_end_is_bounded() {
+    let mut bytes = vec![0_u8; HEADER_SIZE];
+    for _ in 0..64 {
+        bytes.extend_from_slice(&(1_u32 << 20).to_le_bytes());
+        bytes.extend_from_slice(&(GENERATION as u32).to_le_bytes());
+        bytes.extend_from_slice(&[0xee; 4]);
+    }
+    let real = bytes.len();
+    let body = [OP_COMMIT];
+    let seed = format::crc_seed(GENERATION);
+    bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &body));
+    bytes.extend_from_slice(&body);
+    bytes.resize(bytes.len() + (2 << 20), 0x11);
+    // Unbounded, the search would find it (after checksumming 64 MiB of claimed bodies).
+    let frames = format::Frames::new(GENERATION);
+    assert_eq!(
+        frames.find(&bytes, HEADER_SIZE, bytes.len()),
+        Some((real, 1))
+    );
+    assert_eq!(
+        crate::journal::recovery::next_valid_record(&bytes, HEADER_SIZE, GENERATION),
+        None
+    );
+    // A genuine record after damage is found as before.
+    let mut damaged = bytes.clone();
+    damaged[HEADER_SIZE..real].fill(0x22);
+    assert_eq!(
+        crate::journal::recovery::next_valid_record(&damaged, HEADER_SIZE, GENERATION),
+        Some(real + FRAME_SIZE + 1)
+    );
+}
