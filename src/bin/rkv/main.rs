@@ -17,8 +17,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use json::Exact;
 use resilient_kv::verify::{self, Status, VerifyReport};
 use resilient_kv::{Batch, Error, Event, KVStore, MIN_BUFFER_SIZE, Stats, Value};
+
+mod json;
 
 /// Look inside and edit a resilient-kv store.
 ///
@@ -232,7 +235,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Get { base, key } => {
             let store = open_reader(&base)?;
             match store.get(&key)? {
-                Some(value) => write_json(&mut out, &value)?,
+                Some(value) => write_json(&mut out, &Exact(&value))?,
                 None => return fail(format!("no key {key:?} in {}", base.display())),
             }
         }
@@ -258,7 +261,8 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Dump { base, json } => {
             let store = open_reader(&base)?;
             let snapshot = store.snapshot();
-            let sorted: BTreeMap<&str, &Value> = snapshot.iter().collect();
+            let sorted: BTreeMap<&str, Exact<'_>> =
+                snapshot.iter().map(|(k, v)| (k, Exact(v))).collect();
             if json {
                 write_json(&mut out, &sorted)?;
             } else {
@@ -384,7 +388,7 @@ fn write_json(out: &mut impl Write, value: &impl serde::Serialize) -> Result<(),
 }
 
 fn parse_value(json: &str) -> Result<Value, Failure> {
-    serde_json::from_str(json).or_else(|e| {
+    json::parse(json).or_else(|e| {
         let hint = if json.trim_start().starts_with(['"', '{', '[']) {
             ""
         } else {
@@ -411,7 +415,7 @@ fn read_input(file: &Path) -> Result<String, Failure> {
 fn parse_entries(text: &str, file: &Path) -> Result<(Batch, usize), Failure> {
     let mut batch = Batch::new();
     let mut entries = 0;
-    for item in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+    for item in json::parse_stream(text) {
         let item = match item {
             Ok(item) => item,
             Err(e) => return fail(format!("invalid JSON in {}: {e}", file.display())),
