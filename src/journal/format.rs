@@ -237,7 +237,7 @@ impl Frames {
     /// length; the record itself may run past `until`. Frames are found through their
     /// generation field, so runs of zeros and other generations' records are skipped at
     /// `memchr` speed. Each candidate's claimed body length is taken from `budget` before it
-    /// is checksummed, and the search gives up (`None`) when the budget runs out, so that
+    /// is checksummed (nothing when the claim runs past the end: it is refused unchecked), and the search gives up (`None`) when the budget runs out, so that
     /// values crafted to hold many frame images claiming long bodies cannot make it slow; a
     /// budget shared by several searches bounds them all.
     pub(crate) fn find_within_budget(
@@ -258,8 +258,15 @@ impl Frames {
             let found = memchr::memmem::find(haystack, &needle)?;
             let frame_at = search + found - FRAME_GEN_OFFSET;
             let region = bytes.get(frame_at..).unwrap_or_default();
+            // Charged what the check will checksum: the claimed body, if the bytes hold it (a
+            // claim running past the end is refused without a checksum).
             let claimed = read_u32(region, FRAME_LEN_OFFSET).map_or(0, |len| len as usize);
-            *budget = budget.checked_sub(claimed)?;
+            let checked = if FRAME_SIZE.saturating_add(claimed) <= region.len() {
+                claimed
+            } else {
+                0
+            };
+            *budget = budget.checked_sub(checked)?;
             if let FrameRead::Record { len } = self.read(region) {
                 return Some((frame_at, len));
             }
