@@ -605,3 +605,41 @@ fn a_compaction_that_must_grow_writes_the_live_data_once() {
     let store = open(&disk).unwrap();
     assert_eq!(store.len(), 8);
 }
+
+/// A last record whose checksum holds but whose body is malformed (a bug or a forged file) was
+/// written whole, so it may have been acknowledged: opening reports it as data loss, unlike a
+/// torn last record, and keeps everything before it.
+#[test]
+fn a_malformed_last_record_is_reported_not_taken_for_a_torn_one() {
+    let disk = MemBackend::new();
+    {
+        let store = open(&disk).unwrap();
+        fill(&store, 0..10);
+    }
+    let slot = active_slot(&disk);
+    let offsets = record_offsets(&disk, slot, 1);
+    let last = *offsets.last().unwrap();
+    let file = disk.file(slot);
+    let end = {
+        let bytes = file.lock();
+        let len = u32::from_le_bytes(bytes[last..last + 4].try_into().unwrap()) as usize;
+        last + FRAME_SIZE + len
+    };
+    let body = [format::OP_PUT, 0xff];
+    let frame = format::frame(1, &body);
+    {
+        let mut bytes = file.lock();
+        bytes[end..end + FRAME_SIZE].copy_from_slice(&frame);
+        bytes[end + FRAME_SIZE..end + FRAME_SIZE + body.len()].copy_from_slice(&body);
+    }
+    let store = open(&disk).unwrap();
+    assert_eq!(store.len(), 10);
+    let events: Vec<Event> = store.subscribe().try_iter().collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::DataLoss { offset, lost_bytes, .. }
+            if *offset == end as u64 && *lost_bytes == (FRAME_SIZE + body.len()) as u64)),
+        "{events:?}"
+    );
+}

@@ -460,7 +460,16 @@ fn scan(
     let mut outcome = None;
     c.storage.with_view(&mut |bytes| {
         let replayed = super::replay::replay(bytes, generation, decode);
-        let beyond = next_valid_record(bytes, replayed.end + 1, generation);
+        // A record whose checksum holds but which replay refused (malformed: a bug, or a
+        // forged file) was written whole, so it may have been acknowledged: damage, never a
+        // torn end, even when nothing valid follows it.
+        let refused = match format::Frames::new(generation)
+            .read(bytes.get(replayed.end..).unwrap_or_default())
+        {
+            FrameRead::Record { len } => Some(replayed.end + FRAME_SIZE + len),
+            _ => None,
+        };
+        let beyond = next_valid_record(bytes, replayed.end + 1, generation).max(refused);
         outcome = Some((replayed, beyond));
     });
     let Some((replayed, beyond)) = outcome else {
