@@ -107,8 +107,10 @@ enum Command {
     },
     /// Print the store's figures and events as another process writes it.
     ///
-    /// Prints a stats line at the start and whenever the store changed, and a line for each
-    /// compaction the writer finished and each event (such as data loss found in the files).
+    /// Prints a stats line at the start and whenever the store changed, a line when the
+    /// writer has switched journals since the last look (several compactions between two
+    /// looks show as one switch), and a line for each event (such as data loss found in the
+    /// files).
     Watch {
         /// The store's base path.
         base: PathBuf,
