@@ -9,35 +9,80 @@
 //! exactly as a `BigNumber` (an integer beyond 64 bits, `1.50`, `15e-1`). On output a
 //! `BigNumber` is written as the JSON number it is, not as the string serde gives it, so `dump`
 //! then `load` gives back the same values.
+//!
+//! Nesting: serde_json stops at 128 levels by default, while the store keeps values nested up
+//! to its codec's limit (500 by default), so a deep value `dump` wrote could not be loaded
+//! back. The text's depth is measured first and refused above the codec's hard maximum; within
+//! it the parser runs without its recursion limit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use resilient_kv::Value;
-use resilient_kv::bonjson::BigNumber;
+use resilient_kv::bonjson::{BigNumber, HARD_MAX_DEPTH};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::value::RawValue;
 
 /// Parses one JSON value.
 pub(crate) fn parse(text: &str) -> Result<Value, String> {
-    let raw: &RawValue = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    check_depth(text)?;
+    let raw: &RawValue = from_str(text)?;
     from_raw(raw)
 }
 
 /// Parses a stream of JSON values (as `load` reads them: one per line, or several objects).
-pub(crate) fn parse_stream(text: &str) -> impl Iterator<Item = Result<Value, String>> + '_ {
-    serde_json::Deserializer::from_str(text)
+pub(crate) fn parse_stream(
+    text: &str,
+) -> Result<impl Iterator<Item = Result<Value, String>> + '_, String> {
+    check_depth(text)?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    Ok(deserializer
         .into_iter::<&RawValue>()
-        .map(|raw| raw.map_err(|e| e.to_string()).and_then(from_raw))
+        .map(|raw| raw.map_err(|e| e.to_string()).and_then(from_raw)))
+}
+
+/// Refuses text nested deeper than the codec ever handles, before a recursive parser sees it.
+fn check_depth(text: &str) -> Result<(), String> {
+    let (mut depth, mut deepest) = (0_usize, 0_usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in text.bytes() {
+        match (in_string, byte) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') | (false, b'"') => in_string = !in_string,
+            (false, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    // A value at depth `deepest` of containers holds scalars one level further down.
+    if deepest >= HARD_MAX_DEPTH {
+        return Err(format!(
+            "the JSON is nested {deepest} levels deep; values hold at most {HARD_MAX_DEPTH}"
+        ));
+    }
+    Ok(())
+}
+
+/// `serde_json::from_str` without its recursion limit (the depth was checked first).
+fn from_str<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, String> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    let value = T::deserialize(&mut deserializer).map_err(|e| e.to_string())?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    Ok(value)
 }
 
 fn from_raw(raw: &RawValue) -> Result<Value, String> {
     let text = raw.get();
-    let parsed = |e: serde_json::Error| e.to_string();
     match text.as_bytes().first() {
         Some(b'{') => {
-            let Members(members) = serde_json::from_str(text).map_err(parsed)?;
+            let Members(members) = from_str(text)?;
             let mut map = HashMap::with_capacity(members.len());
             for (key, item) in members {
                 let item = from_raw(item)?;
@@ -49,7 +94,7 @@ fn from_raw(raw: &RawValue) -> Result<Value, String> {
             Ok(Value::Object(map))
         }
         Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(parsed)?;
+            let items: Vec<&RawValue> = from_str(text)?;
             items
                 .into_iter()
                 .map(from_raw)
@@ -57,7 +102,7 @@ fn from_raw(raw: &RawValue) -> Result<Value, String> {
                 .map(Value::Array)
         }
         Some(b'-' | b'0'..=b'9') => number(text),
-        _ => serde_json::from_str(text).map_err(parsed),
+        _ => from_str(text),
     }
 }
 
@@ -180,6 +225,22 @@ mod tests {
         assert_eq!(parse("1.0").unwrap(), Value::Float(1.0));
     }
 
+    /// Values nested deeper than serde_json's default limit (128) load, as the store keeps
+    /// them; text deeper than the codec ever handles is refused before it is parsed.
+    #[test]
+    fn deep_values_parse_and_absurd_depths_are_refused() {
+        let deep = format!(
+            "{}{}{}",
+            "[".repeat(300),
+            r#"{"k": "a]\"["}"#,
+            "]".repeat(300)
+        );
+        let value = parse(&deep).unwrap();
+        assert_eq!(parse(&printed(&value)).unwrap(), value);
+        let absurd = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        assert!(parse(&absurd).unwrap_err().contains("nested"));
+    }
+
     #[test]
     fn duplicate_keys_and_bad_json_are_errors() {
         assert!(
@@ -189,7 +250,9 @@ mod tests {
         );
         assert!(parse("[1, 2").is_err());
         assert!(parse("dark").is_err());
-        let stream: Vec<_> = parse_stream("{\"a\": 1}\n{\"b\": 2e400}\n").collect();
+        let stream: Vec<_> = parse_stream("{\"a\": 1}\n{\"b\": 2e400}\n")
+            .unwrap()
+            .collect();
         assert_eq!(stream.len(), 2);
         assert!(matches!(stream[1], Ok(Value::Object(_))));
     }

@@ -417,7 +417,9 @@ fn read_input(file: &Path) -> Result<String, Failure> {
 fn parse_entries(text: &str, file: &Path) -> Result<(Batch, usize), Failure> {
     let mut batch = Batch::new();
     let mut entries = 0;
-    for item in json::parse_stream(text) {
+    let items = json::parse_stream(text)
+        .or_else(|e| fail(format!("invalid JSON in {}: {e}", file.display())))?;
+    for item in items {
         let item = match item {
             Ok(item) => item,
             Err(e) => return fail(format!("invalid JSON in {}: {e}", file.display())),
