@@ -6,8 +6,9 @@ use std::vec;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Unexpected, Visitor};
 use serde::forward_to_deserialize_any;
 
-use super::ValueError;
+use super::{BIG_NUMBER_TOKEN, ValueError};
 use crate::Value;
+use crate::bonjson::BigNumber;
 
 /// How `value` is described in "invalid type" errors.
 fn unexpected(value: &Value) -> Unexpected<'_> {
@@ -24,9 +25,12 @@ fn unexpected(value: &Value) -> Unexpected<'_> {
     }
 }
 
-/// A `Value` deserializes by the variant it holds: [`Value::BigNumber`] is offered as its
-/// nearest `f64`, strings and one-member objects are accepted as enum variants, and `Null` is
-/// `None` for options.
+/// A `Value` deserializes by the variant it holds: strings and one-member objects are accepted
+/// as enum variants, and `Null` is `None` for options. A [`Value::BigNumber`] is offered, when
+/// the type asks for anything, as a one-member map `{"$resilient_kv::BigNumber": its decimal
+/// text}`, which `Value` itself reads back exactly (the way serde_json passes its exact numbers
+/// through); a type that asks for a float gets its nearest `f64`, and one that asks for an
+/// integer gets it when the number is a whole number.
 impl<'de> de::Deserializer<'de> for Value {
     type Error = ValueError;
 
@@ -37,7 +41,10 @@ impl<'de> de::Deserializer<'de> for Value {
             Value::Integer(i) => visitor.visit_i64(i),
             Value::Unsigned(u) => visitor.visit_u64(u),
             Value::Float(f) => visitor.visit_f64(f),
-            Value::BigNumber(n) => visitor.visit_f64(n.to_f64()),
+            Value::BigNumber(n) => visitor.visit_map(BigNumberAccess {
+                text: Some(n.to_string()),
+                key_given: false,
+            }),
             Value::String(s) => visitor.visit_string(s),
             Value::Array(items) => visit_array(items, visitor),
             Value::Object(map) => visit_object(map, visitor),
@@ -93,9 +100,125 @@ impl<'de> de::Deserializer<'de> for Value {
         visitor.visit_unit()
     }
 
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self {
+            Value::BigNumber(n) => visitor.visit_f64(n.to_f64()),
+            other => other.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.deserialize_f64(visitor)
+    }
+
+    integer_methods! {
+        deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
+        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
+    }
+
     forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        bool char str string bytes byte_buf
         unit unit_struct seq tuple tuple_struct map struct identifier
+    }
+}
+
+/// The integer methods: a whole [`Value::BigNumber`] is offered as an integer (the target
+/// type checks its own range), anything else as it is.
+macro_rules! integer_methods {
+    ($($method:ident)*) => {
+        $(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+                match self {
+                    // Offered as `i64` or `u64` where it fits (serde's own visitors of the
+                    // narrower types take those, not 128-bit ones).
+                    Value::BigNumber(n) => match whole(&n) {
+                        Some(Whole::Signed(i)) => match (i64::try_from(i), u64::try_from(i)) {
+                            (Ok(i), _) => visitor.visit_i64(i),
+                            (_, Ok(u)) => visitor.visit_u64(u),
+                            _ => visitor.visit_i128(i),
+                        },
+                        Some(Whole::Unsigned(u)) => visitor.visit_u128(u),
+                        None => Err(de::Error::invalid_type(
+                            Unexpected::Other("big number with a fraction or beyond 128 bits"),
+                            &visitor,
+                        )),
+                    },
+                    other => other.deserialize_any(visitor),
+                }
+            }
+        )*
+    };
+}
+use integer_methods;
+
+enum Whole {
+    Signed(i128),
+    Unsigned(u128),
+}
+
+/// `n` as an integer, if it is a whole number within 128 bits.
+fn whole(n: &BigNumber) -> Option<Whole> {
+    let digits = n.significand_digits();
+    let exponent = n.exponent();
+    let text = if exponent >= 0 {
+        let zeros = usize::try_from(exponent).ok().filter(|&z| z <= 40)?;
+        format!("{digits}{}", "0".repeat(zeros))
+    } else {
+        let cut = usize::try_from(exponent.unsigned_abs()).ok()?;
+        let keep = digits.len().checked_sub(cut)?;
+        let (integral, fraction) = digits.split_at(keep);
+        if !fraction.bytes().all(|b| b == b'0') {
+            return None;
+        }
+        integral.to_owned()
+    };
+    let magnitude: u128 = if text.is_empty() {
+        0
+    } else {
+        text.parse().ok()?
+    };
+    if n.is_negative() {
+        let magnitude = i128::try_from(magnitude).ok()?;
+        Some(Whole::Signed(-magnitude))
+    } else {
+        Some(match i128::try_from(magnitude) {
+            Ok(i) => Whole::Signed(i),
+            Err(_) => Whole::Unsigned(magnitude),
+        })
+    }
+}
+
+/// A big number as a one-member map: the marker key, then the decimal text.
+struct BigNumberAccess {
+    text: Option<String>,
+    key_given: bool,
+}
+
+impl<'de> de::MapAccess<'de> for BigNumberAccess {
+    type Error = ValueError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, ValueError> {
+        if self.key_given {
+            return Ok(None);
+        }
+        self.key_given = true;
+        let key = de::value::BorrowedStrDeserializer::<ValueError>::new(BIG_NUMBER_TOKEN);
+        seed.deserialize(key).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, ValueError> {
+        match self.text.take() {
+            Some(text) => seed.deserialize(Value::String(text)),
+            None => Err(ValueError::Custom(
+                "next_value was called twice for a big number".to_owned(),
+            )),
+        }
     }
 }
 
@@ -208,13 +331,15 @@ impl<'de> de::MapAccess<'de> for MapDeserializer {
 /// boolean when the target type asks for one, so that maps keyed by those round-trip.
 struct KeyDeserializer(String);
 
-/// `deserialize_*` methods that parse the key text as the requested type.
+/// `deserialize_*` methods that parse the key text as the requested type. Only the text the
+/// serializer writes for a key is accepted (`1`, not `01`, `+1` or `-0`): two keys written
+/// differently must never collapse into one, dropping a member.
 macro_rules! parse_key {
     ($($method:ident => $visit:ident: $t:ty),* $(,)?) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
             match self.0.parse::<$t>() {
-                Ok(parsed) => visitor.$visit(parsed),
-                Err(_) => Err(de::Error::invalid_value(Unexpected::Str(&self.0), &visitor)),
+                Ok(parsed) if parsed.to_string() == self.0 => visitor.$visit(parsed),
+                _ => Err(de::Error::invalid_value(Unexpected::Str(&self.0), &visitor)),
             }
         }
     )*};

@@ -11,12 +11,26 @@
 //! named after the variant (serde's externally tagged representation). Map keys that are
 //! integers, booleans, chars or unit variants become their text, and are parsed back.
 //!
+//! Two limits it shares with `serde_json`, both about what text or null cannot tell apart:
+//! `Some(x)` where `x` itself is null (`Some(None)`, `Some(())`, `Some(Value::Null)`) becomes
+//! null and reads back as `None`; and a map with integer or boolean keys reads back only
+//! through the map type itself, not through an untagged or internally tagged enum or a
+//! `#[serde(flatten)]` field, which buffer the keys as strings (an untagged enum may then pick
+//! a variant with string keys). Give such keys a string form of their own (for example
+//! `serde_with::DisplayFromStr`) where those shapes are needed.
+//!
 //! # Big numbers
 //!
 //! A [`Value::BigNumber`] serializes as a **string** of its decimal text (such as
 //! `"-15e-1"`), because serde has no exact decimal type; reading that text back gives a
 //! [`Value::String`]. [`to_value`] recognises it and keeps the exact [`Value::BigNumber`].
-//! Deserializing *from* a [`Value::BigNumber`] (with [`from_value`]) offers its nearest `f64`.
+//! Deserializing *from* a [`Value::BigNumber`] (with [`from_value`]) gives an `f64` field its
+//! nearest `f64`, an integer field the number when it is whole (within the field's range),
+//! and a [`Value`] (also nested in the application's types) the exact big number. Types that
+//! take anything (serde's self-describing path, as untagged enums and other formats' value
+//! types do) see it as a one-member map `{"$resilient_kv::BigNumber": "<decimal text>"}`, the
+//! way serde_json passes its exact numbers through; an object whose only key is that marker is
+//! read back as the big number.
 
 mod deserializer;
 mod serializer;
@@ -29,6 +43,7 @@ use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Value;
+use crate::bonjson::BigNumber;
 
 /// The newtype-struct name a [`Value::BigNumber`] is serialized under, so that
 /// [`to_value`] can restore it exactly. Other serializers see only the decimal text inside.
@@ -278,6 +293,18 @@ impl<'de> Visitor<'de> for ValueVisitor {
         let mut map =
             HashMap::with_capacity(access.size_hint().unwrap_or(0).min(MAX_PREALLOCATION));
         while let Some(key) = access.next_key::<String>()? {
+            // A big number passed through by a deserializer that keeps it exact (this crate's
+            // own; see `deserializer.rs`).
+            if map.is_empty() && key == BIG_NUMBER_TOKEN {
+                let text: String = access.next_value()?;
+                let number = BigNumber::parse(&text).ok_or_else(|| {
+                    de::Error::custom(format!("{text:?} is not a big number's decimal text"))
+                })?;
+                if access.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom("a big number marker with other members"));
+                }
+                return Ok(Value::BigNumber(number));
+            }
             match map.entry(key) {
                 Entry::Occupied(entry) => {
                     let key = entry.key().clone();
@@ -559,6 +586,52 @@ mod tests {
             }
         }
         assert_eq!(to_value(&Bytes)?, Value::from(vec![0, 255]));
+        Ok(())
+    }
+
+    /// Integer keys are read back only in the form they are written in, so two keys of one
+    /// object written differently ("1" and "01") are an error, never one member silently
+    /// dropped.
+    #[test]
+    fn integer_keys_in_another_form_are_refused() {
+        let keys = object(&[("1", "a".into()), ("01", "b".into())]);
+        assert!(from_value::<HashMap<u32, String>>(keys).is_err());
+        let fine = object(&[("1", "a".into()), ("-2", "b".into())]);
+        let read = from_value::<BTreeMap<i32, String>>(fine).unwrap();
+        assert_eq!(read, BTreeMap::from([(-2, "b".into()), (1, "a".into())]));
+    }
+
+    /// A big number stays exact through `from_value` wherever a `Value` is read, nested in an
+    /// application's type or flattened into it; a float field gets its nearest `f64`, an
+    /// integer field the whole number; and `to_value` never turns one into a string.
+    #[test]
+    fn big_numbers_stay_exact_through_from_value() -> Result<(), ValueError> {
+        use crate::bonjson::BigNumber;
+        let exact = Value::BigNumber(BigNumber::parse("0.1000000000000000000001").unwrap());
+        assert_eq!(from_value::<Value>(exact.clone())?, exact);
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Record {
+            amount: Value,
+            #[serde(flatten)]
+            rest: HashMap<String, Value>,
+        }
+        let record = object(&[("amount", exact.clone()), ("other", exact.clone())]);
+        let read: Record = from_value(record.clone())?;
+        assert_eq!(read.amount, exact);
+        assert_eq!(read.rest["other"], exact);
+        assert_eq!(to_value(&read)?, record);
+        assert_eq!(from_value::<f64>(exact.clone())?, 0.1);
+        let whole = |text: &str| Value::BigNumber(BigNumber::parse(text).unwrap());
+        assert_eq!(from_value::<i64>(whole("-15e1"))?, -150);
+        assert_eq!(from_value::<u8>(whole("2500e-1"))?, 250);
+        assert_eq!(
+            from_value::<u128>(whole("1180591620717411303424"))?,
+            1 << 70
+        );
+        assert!(from_value::<u8>(whole("256")).is_err());
+        assert!(from_value::<i64>(exact.clone()).is_err());
+        let huge = Value::BigNumber(BigNumber::from_parts(false, vec![0xff; 900], 0));
+        assert!(to_value(&huge).is_err(), "never a string in its place");
         Ok(())
     }
 }

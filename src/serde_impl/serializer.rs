@@ -134,9 +134,15 @@ impl ser::Serializer for ValueSerializer {
         // into the exact number rather than a string.
         if name == BIG_NUMBER_TOKEN
             && let Value::String(text) = &inner
-            && let Some(number) = BigNumber::parse(text)
         {
-            return Ok(Value::BigNumber(number));
+            // Never a string in its place: a number the parser cannot read back (beyond its
+            // digit limit) is an error.
+            return BigNumber::parse(text).map(Value::BigNumber).ok_or_else(|| {
+                ValueError::Custom(format!(
+                    "a big number of {} characters is beyond what a Value can hold exactly",
+                    text.len()
+                ))
+            });
         }
         Ok(inner)
     }
