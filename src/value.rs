@@ -184,8 +184,9 @@ impl fmt::Display for Value {
             Value::Integer(i) => write!(f, "{i}"),
             Value::Unsigned(u) => write!(f, "{u}"),
             Value::Float(x) if !x.is_finite() => f.write_str("null"),
-            Value::Float(x) if x.fract() == 0.0 && x.abs() < 1e16 => write!(f, "{x:.1}"),
-            Value::Float(x) => write!(f, "{x}"),
+            // `Debug` always writes a `.` or an exponent (`1.0`, `1e16`, `1e-7`), so the text
+            // reads back as a float, never as an integer.
+            Value::Float(x) => write!(f, "{x:?}"),
             Value::BigNumber(b) => write!(f, "{b}"),
             Value::String(s) => write_json_string(f, s),
             Value::Array(items) => {
@@ -345,6 +346,10 @@ mod tests {
             .collect();
         assert_eq!(v.to_string(), r#"{"a":"x\"\n","b":1.5}"#);
         assert_eq!(Value::Float(3.0).to_string(), "3.0");
+        // Large and small floats keep a float's form (as JSON readers take it back).
+        assert_eq!(Value::Float(1e16).to_string(), "1e16");
+        assert_eq!(Value::Float(-2.5e-7).to_string(), "-2.5e-7");
+        assert_eq!(Value::Float(-0.0).to_string(), "-0.0");
     }
 
     #[test]
