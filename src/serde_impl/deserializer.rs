@@ -108,6 +108,22 @@ impl<'de> de::Deserializer<'de> for Value {
     }
 
     fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        // serde's `f32` visitor narrows with `as`: a finite number beyond `f32`'s range would
+        // silently become infinite.
+        let wide = match &self {
+            Value::Float(x) => Some(*x),
+            Value::BigNumber(n) => Some(n.to_f64()),
+            _ => None,
+        };
+        if let Some(x) = wide
+            && x.is_finite()
+            && !(x as f32).is_finite()
+        {
+            return Err(de::Error::invalid_value(
+                Unexpected::Float(x),
+                &"a number within f32's range",
+            ));
+        }
         self.deserialize_f64(visitor)
     }
 

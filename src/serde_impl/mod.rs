@@ -629,6 +629,11 @@ mod tests {
             1 << 70
         );
         assert!(from_value::<u8>(whole("256")).is_err());
+        assert!(
+            from_value::<f32>(Value::Float(1e300)).is_err(),
+            "not silently infinite"
+        );
+        assert_eq!(from_value::<f32>(Value::Float(0.5))?, 0.5);
         assert!(from_value::<i64>(exact.clone()).is_err());
         let huge = Value::BigNumber(BigNumber::from_parts(false, vec![0xff; 900], 0));
         assert!(to_value(&huge).is_err(), "never a string in its place");
