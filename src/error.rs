@@ -7,7 +7,9 @@ use crate::bonjson::EncodeError;
 
 /// Everything a store operation can fail with. Match on it; `Display` is a sentence.
 ///
-/// A failed write never changes anything, in memory or on disk.
+/// A failed write never changes anything, in memory or on disk, with one exception: in
+/// [`Durability::Sync`](crate::Durability::Sync) mode a write that fails in its flush (or
+/// finds the store poisoned by another flush while it waits for one) was already applied.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -22,7 +24,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Another `KVStore` (in this process or another) has the store open.
+    /// Another `KVStore` (in this process or another) has the store open for writing
+    /// (read-only opens take no lock).
     #[error("the store at {} is locked by another open instance", path.display())]
     Locked {
         /// The journal file whose lock is held.
@@ -53,21 +56,26 @@ pub enum Error {
     /// The live data does not fit under the configured `max_size`.
     #[error("the store is full: {needed} bytes needed, max_size is {max_size}")]
     Full {
-        /// Journal bytes the live data plus this write would need.
+        /// The active journal's end plus this record: what the write found no room for (it
+        /// counts overwritten records a compaction would drop, so it is not the live data).
         needed: u64,
         /// The configured limit for each journal file.
         max_size: u64,
     },
-    /// A key is empty or longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes.
+    /// A key is empty, longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes, or holds NUL.
     #[error("invalid key: {reason}")]
     InvalidKey {
         /// Why the key was refused.
         reason: &'static str,
     },
-    /// A value cannot be stored (NaN or infinite float, NUL in a string, nested too deeply...).
+    /// A value cannot be stored: a NaN or infinite float, NUL in a string, object keys that are
+    /// equal once normalized (NFC), or beyond a limit of the codec (depth, sizes, total
+    /// values and keys, big-number size and range).
     #[error("invalid value: {0}")]
     InvalidValue(#[from] EncodeError),
-    /// A single record larger than a journal can ever hold (`max_size`).
+    /// A single record larger than a journal of `max_size` can ever hold: above `max_size`
+    /// less the 4 KiB header, 64 bytes and, for anything but removals, the 1/32 of the journal
+    /// kept for removals.
     #[error("a record of {size} bytes can never fit a journal of at most {max_size} bytes")]
     TooLarge {
         /// The encoded record size.
@@ -75,8 +83,10 @@ pub enum Error {
         /// The largest journal allowed.
         max_size: u64,
     },
-    /// A flush to disk failed earlier, or the compactor crashed; the store no longer accepts
-    /// writes because it can no longer promise durability. Reopen it to recover.
+    /// The store no longer accepts writes because it can no longer promise durability: a
+    /// flush to disk or an append to the journal failed, the compactor crashed, the rewrite
+    /// an open makes after recovering from damage failed (the open succeeds, reads work), or
+    /// the store is being closed. Reopen it to recover.
     #[error("the store is poisoned after an earlier failure ({reason}); reopen it")]
     Poisoned {
         /// The failure that poisoned the store.

@@ -9,7 +9,8 @@ use std::time::Duration;
 pub enum Event {
     /// The compactor started writing generation `generation`.
     CompactionStarted {
-        /// The generation being written.
+        /// The generation being written (a compaction that must grow the journal starts over
+        /// under a new generation, so the finished one may be larger).
         generation: u64,
     },
     /// A compaction finished and the store switched to its journal.
@@ -22,7 +23,7 @@ pub enum Event {
         bytes_after: u64,
         /// Live keys written into the new journal.
         live_keys: u64,
-        /// Time from start to switch.
+        /// Time from start to the new journal's flush after the switch.
         duration: Duration,
     },
     /// A compaction failed; the store keeps appending to the current journal.
@@ -32,12 +33,14 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// The journals grew because the live data no longer fits under the high-water mark.
+    /// A journal grew because the live data no longer fits under the high-water mark (the
+    /// one being compacted into; the other grows when it is compacted into next).
     JournalGrown {
-        /// The new size of each journal, in bytes.
+        /// The journal's new size, in bytes.
         new_size: u64,
     },
-    /// Opening found damage and recovered around it; `detail` says what was lost.
+    /// Opening (or a read-only store's `refresh`) found damage and recovered around it;
+    /// `detail` says what was lost.
     DataLoss {
         /// The journal file concerned.
         path: PathBuf,

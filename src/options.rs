@@ -75,7 +75,9 @@ impl Builder {
     }
 
     /// Called once each time a journal generation crosses its high-water mark, with
-    /// `(current_pos, buffer_size, hwm_pos)`, on whichever thread noticed.
+    /// `(current_pos, capacity, hwm_pos)` (`capacity`: the journal's size, `buffer_size`
+    /// until the journals grow), on the thread whose write crossed it, before that write
+    /// returns.
     pub fn on_high_water_mark(mut self, callback: fn(usize, usize, usize)) -> Self {
         self.callback = Some(callback);
         self

@@ -28,14 +28,17 @@ pub struct Stats {
     /// Size of the inactive journal.
     pub inactive_capacity: u64,
     /// Bytes used in the inactive journal (what it held when it was retired; the next
-    /// compaction overwrites it).
+    /// compaction overwrites it). 0 until the first switch since open.
     pub inactive_used: u64,
     /// Live keys.
     pub live_keys: u64,
-    /// Compactions finished since open.
+    /// Switches to a compacted journal since open (counted at the switch; a compaction whose
+    /// flush after the switch fails is counted here and also reported as failed). Always 0 for
+    /// a read-only store, which never compacts.
     pub compactions: u64,
     /// Duration of the last compaction.
     pub last_compaction: Option<Duration>,
-    /// Damage found and worked around at open (see [`Event::DataLoss`](crate::Event::DataLoss)).
+    /// Damage found and worked around at open, or by a read-only store's `refresh` (see
+    /// [`Event::DataLoss`](crate::Event::DataLoss)).
     pub data_loss_events: u64,
 }

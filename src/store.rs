@@ -50,8 +50,9 @@ pub struct KVStore {
 impl KVStore {
     /// Opens (or creates) the store at `base_path` (files `<base_path>.jrna` and `.jrnb`) with
     /// journals of `buffer_size` bytes. `high_water_mark_ratio` defaults to 0.8; `callback` is
-    /// called with `(current_pos, buffer_size, hwm_pos)` each time a journal generation
-    /// crosses its high-water mark.
+    /// called with `(current_pos, capacity, hwm_pos)` each time a journal generation crosses
+    /// its high-water mark, where `capacity` is the journal's size (`buffer_size` until the
+    /// journals grow), on the writing thread, before that write returns.
     pub fn new(
         base_path: impl AsRef<Path>,
         buffer_size: usize,
@@ -108,7 +109,9 @@ impl KVStore {
     }
 
     /// For a read-only store, reads the files again and publishes what they hold now; returns
-    /// whether anything changed. Snapshots taken before keep their view. Calls from several
+    /// whether a newer copy was published (the writer wrote or compacted since, even if no
+    /// key changed). Data loss it finds is counted in [`Stats`] and sent to the current
+    /// subscribers (not kept for later ones, unlike what opening found). Snapshots taken before keep their view. Calls from several
     /// threads take turns, so the published state never goes back to an older copy. A
     /// writable store always sees its own writes, so this returns `Ok(false)` for it.
     pub fn refresh(&self) -> Result<bool> {
@@ -315,10 +318,12 @@ impl KVStore {
         self.shared.write([Op::Delete(key.to_owned())], true)
     }
 
-    /// Applies every operation of `batch`, or none of them (also across a crash).
+    /// Applies every operation of `batch`, or none of them (also across a crash). An empty
+    /// batch writes nothing, but is refused like any write by a read-only or poisoned store.
     pub fn write_batch(&self, batch: Batch) -> Result<()> {
         if batch.ops.is_empty() {
-            return Ok(());
+            self.shared.check_writable()?;
+            return self.shared.check_poison();
         }
         self.shared.write(batch.ops, false).map(drop)
     }
@@ -352,7 +357,9 @@ impl KVStore {
     }
 
     /// Notifications about compactions, growth and data loss found at open (those are
-    /// delivered to every new subscriber first).
+    /// delivered to every new subscriber first). The channel is unbounded, so no event ever
+    /// blocks the store; a receiver that is kept but never read grows without limit (drop it
+    /// instead: dropped receivers are forgotten at the next event).
     pub fn subscribe(&self) -> Receiver<Event> {
         let (tx, rx) = channel::unbounded();
         for event in &self.shared.open_events {

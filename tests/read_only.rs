@@ -31,6 +31,7 @@ fn read_only_open_works_while_a_writer_holds_the_lock_and_never_writes() {
             batch.insert("d", Value::Integer(4));
             batch
         }),
+        reader.write_batch(Batch::new()),
         reader.clear(),
         reader.compact(),
     ] {

@@ -23,6 +23,7 @@ pub fn encode_into(value: &Value, limits: &Limits, out: &mut Vec<u8>) -> Result<
     let result = Encoder {
         sink: &mut *out,
         limits,
+        nodes_left: bound(limits.max_total_nodes),
     }
     .document(value);
     if result.is_err() {
@@ -45,6 +46,7 @@ pub fn encode_to_slice(
     Encoder {
         sink: &mut sink,
         limits,
+        nodes_left: bound(limits.max_total_nodes),
     }
     .document(value)?;
     if sink.len > sink.out.len() {
@@ -62,6 +64,7 @@ pub fn encoded_len(value: &Value, limits: &Limits) -> Result<usize, EncodeError>
     Encoder {
         sink: &mut sink,
         limits,
+        nodes_left: bound(limits.max_total_nodes),
     }
     .document(value)?;
     Ok(sink.0)
@@ -132,6 +135,9 @@ impl Sink for CountSink {
 struct Encoder<'a, S: Sink + ?Sized> {
     sink: &'a mut S,
     limits: &'a Limits,
+    /// Values and keys still allowed, counted as the decoder counts them: a value the decoder
+    /// would refuse for having too many must not be stored (it would be lost at reopen).
+    nodes_left: usize,
 }
 
 fn refuse(kind: ErrorKind) -> EncodeError {
@@ -148,10 +154,19 @@ impl<S: Sink + ?Sized> Encoder<'_, S> {
         Ok(())
     }
 
+    fn charge(&mut self) -> Result<(), EncodeError> {
+        self.nodes_left = self
+            .nodes_left
+            .checked_sub(1)
+            .ok_or(refuse(ErrorKind::MaxTotalNodesExceeded))?;
+        Ok(())
+    }
+
     fn value(&mut self, value: &Value, depth: usize) -> Result<(), EncodeError> {
         if depth > self.limits.depth() {
             return Err(refuse(ErrorKind::MaxDepthExceeded));
         }
+        self.charge()?;
         match value {
             Value::Null => self.sink.put_byte(code::NULL),
             Value::Boolean(false) => self.sink.put_byte(code::FALSE),
@@ -187,6 +202,7 @@ impl<S: Sink + ?Sized> Encoder<'_, S> {
                     if !nfc.admit(key, map) {
                         return Err(refuse(ErrorKind::DuplicateKey));
                     }
+                    self.charge()?;
                     self.string(key)?;
                     self.value(item, depth + 1)?;
                 }
@@ -336,6 +352,34 @@ mod tests {
 
     fn hex(v: &Value) -> Vec<u8> {
         encode(v).unwrap()
+    }
+
+    /// The encoder counts values and keys as the decoder does and refuses what the decoder
+    /// would: a value stored past the node limit could not be read back at reopen.
+    #[test]
+    fn the_node_limit_is_the_decoders() {
+        let value: Value = [("a", Value::from(vec![1, 2])), ("b", Value::from("x"))]
+            .into_iter()
+            .collect();
+        // The object, two keys, the array and its two items, the string: 7.
+        let limits = |nodes| Limits {
+            max_total_nodes: nodes,
+            ..Limits::default()
+        };
+        let options = |nodes| crate::bonjson::DecodeOptions {
+            limits: limits(nodes),
+            ..Default::default()
+        };
+        let bytes = encode_with(&value, &limits(7)).unwrap();
+        assert_eq!(
+            crate::bonjson::decode_with(&bytes, &options(7)).unwrap(),
+            value
+        );
+        assert!(crate::bonjson::decode_with(&bytes, &options(6)).is_err());
+        assert_eq!(
+            encode_with(&value, &limits(6)),
+            Err(refuse(ErrorKind::MaxTotalNodesExceeded))
+        );
     }
 
     #[test]
