@@ -177,3 +177,30 @@ fn a_sync_during_the_new_journals_failing_last_flush_reports_it() {
         Err(crate::Error::Poisoned { .. })
     ));
 }
+
+/// `compact()` hands back the compactor's I/O error with its file and its kind, not a copy of
+/// its message under an empty path, so callers can tell which file failed and match on the
+/// operating system's error kind.
+#[test]
+fn compact_reports_the_failing_file_and_kind() {
+    let disk = MemBackend::new();
+    let store = KVStore::open_on(
+        Builder::new(std::path::Path::new("mem")).buffer_size(64 * 1024),
+        &disk,
+    )
+    .unwrap();
+    store.insert("k".into(), Value::Integer(1)).unwrap();
+    let inactive = inactive_slot(&disk);
+    *disk.fail_flush_when.lock() = Some(Box::new(move |slot, _, _| slot == inactive));
+    match store.compact() {
+        Err(crate::Error::Io { path, source, .. }) => {
+            let expected = inactive.path(std::path::Path::new("store"));
+            assert_eq!(path.extension(), expected.extension(), "{path:?}");
+            assert_eq!(source.kind(), std::io::ErrorKind::Other);
+            assert!(source.to_string().contains("injected"), "{source}");
+        }
+        other => panic!("expected the flush's I/O error, got {other:?}"),
+    }
+    *disk.fail_flush_when.lock() = None;
+    store.compact().unwrap();
+}

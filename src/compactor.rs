@@ -140,6 +140,13 @@ fn duplicate(outcome: &Result<()>) -> Result<()> {
         Err(Error::Poisoned { reason }) => Err(Error::Poisoned {
             reason: reason.clone(),
         }),
+        // The operating system's error kind and the file survive the copy (an `io::Error`
+        // cannot be cloned), so callers can still match on, say, `StorageFull`.
+        Err(Error::Io { op, path, source }) => Err(Error::Io {
+            op,
+            path: path.clone(),
+            source: io::Error::new(source.kind(), source.to_string()),
+        }),
         Err(other) => Err(Error::Io {
             op: "compact",
             path: std::path::PathBuf::new(),
@@ -451,8 +458,21 @@ fn write_snapshot(
                     max_size: max_size as u64,
                 });
             }
-            Err(Stop::Failed(e)) => return Err(e),
+            Err(Stop::Failed(e)) => return Err(naming(e, journal)),
         }
+    }
+}
+
+/// `e`, naming `journal`'s file if it is an I/O error that does not name one yet (errors
+/// converted from `io::Error` inside the copy loops do not know the file).
+fn naming(e: Error, journal: &Journal) -> Error {
+    match e {
+        Error::Io { op, path, source } if path.as_os_str().is_empty() => Error::Io {
+            op,
+            path: journal.storage().path().to_path_buf(),
+            source,
+        },
+        other => other,
     }
 }
 
