@@ -111,7 +111,9 @@ impl KVStore {
     /// For a read-only store, reads the files again and publishes what they hold now; returns
     /// whether a newer copy was published (the writer wrote or compacted since, even if no
     /// key changed). Data loss it finds is counted in [`Stats`] and sent to the current
-    /// subscribers (not kept for later ones, unlike what opening found). Snapshots taken before keep their view. Calls from several
+    /// subscribers (not kept for later ones, unlike what opening found). It never publishes a
+    /// copy behind what it shows, so a store deleted and created anew behind a reader's back
+    /// (its generations start over) is not seen until the reader is opened again. Snapshots taken before keep their view. Calls from several
     /// threads take turns, so the published state never goes back to an older copy. A
     /// writable store always sees its own writes, so this returns `Ok(false)` for it.
     pub fn refresh(&self) -> Result<bool> {
