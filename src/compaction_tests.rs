@@ -11,6 +11,15 @@ use crate::recovery_tests::inactive_slot;
 use crate::test_support::wait_until;
 use crate::{KVStore, Value};
 
+/// A store on the in-memory disk with journals of `buffer_size` bytes.
+fn open(disk: &MemBackend, buffer_size: usize) -> KVStore {
+    KVStore::open_on(
+        Builder::new(std::path::Path::new("mem")).buffer_size(buffer_size),
+        disk,
+    )
+    .unwrap()
+}
+
 /// Records appended while the compactor flushes the snapshot it wrote are caught up (copied
 /// and flushed) outside the writer lock: the swap copies under the lock less than the
 /// catch-up threshold (16 KiB), not the 60 KiB appended during that flush. (Flushing the
@@ -19,11 +28,7 @@ use crate::{KVStore, Value};
 #[test]
 fn writes_during_the_snapshot_flush_are_caught_up_outside_the_lock() {
     let disk = MemBackend::new();
-    let store = KVStore::open_on(
-        Builder::new(std::path::Path::new("mem")).buffer_size(512 * 1024),
-        &disk,
-    )
-    .unwrap();
+    let store = open(&disk, 512 * 1024);
     for i in 0..100 {
         store.insert(format!("k{i}"), Value::Integer(i)).unwrap();
     }
@@ -128,11 +133,7 @@ fn a_failed_flush_before_the_swap_leaves_no_commit_marker() {
 #[test]
 fn a_sync_during_the_new_journals_failing_last_flush_reports_it() {
     let disk = MemBackend::new();
-    let store = KVStore::open_on(
-        Builder::new(std::path::Path::new("mem")).buffer_size(64 * 1024),
-        &disk,
-    )
-    .unwrap();
+    let store = open(&disk, 64 * 1024);
     for i in 0..20 {
         store.insert(format!("k{i}"), Value::Integer(i)).unwrap();
     }
@@ -184,11 +185,7 @@ fn a_sync_during_the_new_journals_failing_last_flush_reports_it() {
 #[test]
 fn compact_reports_the_failing_file_and_kind() {
     let disk = MemBackend::new();
-    let store = KVStore::open_on(
-        Builder::new(std::path::Path::new("mem")).buffer_size(64 * 1024),
-        &disk,
-    )
-    .unwrap();
+    let store = open(&disk, 64 * 1024);
     store.insert("k".into(), Value::Integer(1)).unwrap();
     let inactive = inactive_slot(&disk);
     *disk.fail_flush_when.lock() = Some(Box::new(move |slot, _, _| slot == inactive));

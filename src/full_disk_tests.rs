@@ -140,6 +140,18 @@ fn failed_compactions_back_off() {
     disk.fail_flushes.store(false, Ordering::SeqCst);
 }
 
+/// Makes the next flush of records into the inactive journal fail, once (the next
+/// compaction's).
+fn fail_the_next_records_flush(disk: &MemBackend) {
+    let inactive = inactive_slot(disk);
+    let mut failed_once = false;
+    *disk.fail_flush_when.lock() = Some(Box::new(move |slot, offset, _| {
+        let fail = slot == inactive && offset > 0 && !failed_once;
+        failed_once |= fail;
+        fail
+    }));
+}
+
 /// Holds the next compaction at its first write to the inactive journal, has a writer overwrite
 /// one key 300 times with 100-byte values (more than the journal holds, so it waits for room),
 /// then lets the compaction go on. Returns the compaction's result and the writer's.
@@ -199,13 +211,7 @@ fn a_write_waiting_on_a_compaction_that_fails_waits_for_the_next_one() {
     let disk = MemBackend::new();
     let store = open(&disk);
     store.insert("k".into(), Value::Integer(0)).unwrap();
-    let inactive = inactive_slot(&disk);
-    let mut failed_once = false;
-    *disk.fail_flush_when.lock() = Some(Box::new(move |slot, offset, _| {
-        let fail = slot == inactive && offset > 0 && !failed_once;
-        failed_once |= fail;
-        fail
-    }));
+    fail_the_next_records_flush(&disk);
     let (compaction, writer) = overwrite_through_a_held_compaction(&disk, &store);
     assert!(compaction.is_err(), "the held compaction fails");
     writer.unwrap();
@@ -226,13 +232,7 @@ fn a_failed_compaction_forgets_the_room_a_writer_claimed() {
     // The compaction the big write asks for can neither grow the journal (it goes on at the
     // size it has) nor flush what it wrote (it fails).
     disk.grow_limit.store(JOURNAL, Ordering::SeqCst);
-    let inactive = inactive_slot(&disk);
-    let mut failed_once = false;
-    *disk.fail_flush_when.lock() = Some(Box::new(move |slot, offset, _| {
-        let fail = slot == inactive && offset > 0 && !failed_once;
-        failed_once |= fail;
-        fail
-    }));
+    fail_the_next_records_flush(&disk);
     // More than the 16 KiB journal has left, less than it holds once compacted.
     let big = Value::from("b".repeat(12 * 1024));
     assert!(matches!(

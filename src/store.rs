@@ -113,9 +113,10 @@ impl KVStore {
     /// key changed). Data loss it finds is counted in [`Stats`] and sent to the current
     /// subscribers (not kept for later ones, unlike what opening found). It never publishes a
     /// copy behind what it shows, so a store deleted and created anew behind a reader's back
-    /// (its generations start over) is not seen until the reader is opened again. Snapshots taken before keep their view. Calls from several
-    /// threads take turns, so the published state never goes back to an older copy. A
-    /// writable store always sees its own writes, so this returns `Ok(false)` for it.
+    /// (its generations start over) is not seen until the reader is opened again. Snapshots
+    /// taken before keep their view. Calls from several threads take turns, so the published
+    /// state never goes back to an older copy. A writable store always sees its own writes, so
+    /// this returns `Ok(false)` for it.
     pub fn refresh(&self) -> Result<bool> {
         if !self.shared.config.read_only {
             return Ok(false);

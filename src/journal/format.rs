@@ -237,9 +237,10 @@ impl Frames {
     /// length; the record itself may run past `until`. Frames are found through their
     /// generation field, so runs of zeros and other generations' records are skipped at
     /// `memchr` speed. Each candidate's claimed body length is taken from `budget` before it
-    /// is checksummed (nothing when the claim runs past the end: it is refused unchecked), and the search gives up (`None`) when the budget runs out, so that
-    /// values crafted to hold many frame images claiming long bodies cannot make it slow; a
-    /// budget shared by several searches bounds them all.
+    /// is checksummed (nothing when the claim runs past the end: it is refused unchecked),
+    /// and the search gives up (`None`) when the budget runs out, so that values crafted to
+    /// hold many frame images claiming long bodies cannot make it slow; a budget shared by
+    /// several searches bounds them all.
     pub(crate) fn find_within_budget(
         &self,
         bytes: &[u8],

@@ -237,15 +237,11 @@ fn split_point_halves_the_data() {
     assert_eq!(split_point(&small, 0, &frames), None);
 }
 
-/// A search that is only a hint gives up once the candidates it checked claim more than its
-/// budget: frame images claiming long bodies (inside values, say) cannot make it slow. The
-/// unbounded search still finds the record after them.
-#[test]
-fn a_bounded_search_gives_up_on_frame_images_claiming_long_bodies() {
-    let frames = format::Frames::new(GENERATION);
+/// A header page, 64 frame images of `GENERATION` each claiming a 1 MiB body (checksums
+/// wrong), a valid one-byte record, then 2 MiB of filler; and where that record starts.
+fn frame_images_then_a_record() -> (Vec<u8>, usize) {
     let mut bytes = vec![0_u8; HEADER_SIZE];
     for _ in 0..64 {
-        // A frame image of this generation claiming a 1 MiB body, its checksum wrong.
         bytes.extend_from_slice(&(1_u32 << 20).to_le_bytes());
         bytes.extend_from_slice(&(GENERATION as u32).to_le_bytes());
         bytes.extend_from_slice(&[0xee; 4]);
@@ -256,6 +252,16 @@ fn a_bounded_search_gives_up_on_frame_images_claiming_long_bodies() {
     bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &body));
     bytes.extend_from_slice(&body);
     bytes.resize(bytes.len() + (2 << 20), 0x11);
+    (bytes, real)
+}
+
+/// A search that is only a hint gives up once the candidates it checked claim more than its
+/// budget: frame images claiming long bodies (inside values, say) cannot make it slow. The
+/// unbounded search still finds the record after them.
+#[test]
+fn a_bounded_search_gives_up_on_frame_images_claiming_long_bodies() {
+    let frames = format::Frames::new(GENERATION);
+    let (bytes, real) = frame_images_then_a_record();
     let len = bytes.len();
     assert_eq!(frames.find(&bytes, HEADER_SIZE, len), Some((real, 1)));
     assert_eq!(
@@ -346,18 +352,7 @@ fn a_value_that_expands_beyond_its_bytes_ends_the_replay() {
 /// with what it found (here nothing, though a valid record follows them).
 #[test]
 fn the_search_beyond_the_end_is_bounded() {
-    let mut bytes = vec![0_u8; HEADER_SIZE];
-    for _ in 0..64 {
-        bytes.extend_from_slice(&(1_u32 << 20).to_le_bytes());
-        bytes.extend_from_slice(&(GENERATION as u32).to_le_bytes());
-        bytes.extend_from_slice(&[0xee; 4]);
-    }
-    let real = bytes.len();
-    let body = [OP_COMMIT];
-    let seed = format::crc_seed(GENERATION);
-    bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &body));
-    bytes.extend_from_slice(&body);
-    bytes.resize(bytes.len() + (2 << 20), 0x11);
+    let (bytes, real) = frame_images_then_a_record();
     // Unbounded, the search would find it (after checksumming 64 MiB of claimed bodies).
     let frames = format::Frames::new(GENERATION);
     assert_eq!(
