@@ -201,3 +201,32 @@ fn compact_reports_the_failing_file_and_kind() {
     *disk.fail_flush_when.lock() = None;
     store.compact().unwrap();
 }
+
+/// A write past the pace's latest start begins a compaction even far below the high-water
+/// mark: the writers' rate decides when one must start, not only the mark.
+#[test]
+fn a_write_past_the_paced_start_begins_a_compaction_below_the_mark() {
+    let disk = MemBackend::new();
+    let store = open(&disk, 256 * 1024);
+    store.insert("a".into(), Value::Integer(1)).unwrap();
+    let end = store.stats().active_used as usize;
+    assert!(end < store.shared.writer.lock().trigger / 10);
+    store.shared.writer.lock().pace.latest_start = end;
+    store.insert("b".into(), Value::Integer(2)).unwrap();
+    wait_until("the paced compaction", || store.stats().compactions == 1);
+    assert_eq!(store.get("a").unwrap(), Some(Value::Integer(1)));
+    assert_eq!(store.get("b").unwrap(), Some(Value::Integer(2)));
+}
+
+/// A swap tells the pace how long the compaction took, so that the next start is computed
+/// from a measured duration instead of the first guess.
+#[test]
+fn a_swap_hands_the_compactions_duration_to_the_pace() {
+    let disk = MemBackend::new();
+    let store = open(&disk, 256 * 1024);
+    store.insert("a".into(), Value::Integer(1)).unwrap();
+    assert_eq!(store.shared.writer.lock().pace.last_duration(), None);
+    store.compact().unwrap();
+    let measured = store.shared.writer.lock().pace.last_duration();
+    assert!(measured.is_some_and(|d| d > std::time::Duration::ZERO));
+}

@@ -28,6 +28,7 @@ use crate::journal::Journal;
 use crate::journal::format::{self, HEADER_SIZE};
 use crate::journal::recovery::append_commit_marker;
 use crate::journal::replay::LiveRecord;
+use crate::pace::Room;
 use crate::shared::Shared;
 use crate::snapshot::Map;
 use crate::sync::channel::{Receiver, Sender};
@@ -113,6 +114,7 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
             // failing device would otherwise see compaction after compaction).
             let (end, capacity) = (w.active.end(), w.active.capacity());
             w.trigger = w.trigger.max(end + capacity.saturating_sub(end) / 2);
+            w.pace.suspend();
             shared.swapped.notify_all();
         }
         for reply in replies.into_iter().flatten() {
@@ -339,6 +341,17 @@ fn compact_into(
     let waited = std::mem::take(&mut w.waited_for_room);
     w.early = w.early.next(waited);
     w.trigger = next_trigger(bytes_after, hwm, capacity, w.early.level);
+    if shared.config.pace_compactions && !cfg!(loom) {
+        let journal = Room {
+            end: bytes_after,
+            capacity,
+            room_end: capacity - new_active.reserve(),
+            floor: earliest_start(bytes_after, hwm, capacity),
+        };
+        let now = Instant::now();
+        w.pace
+            .swapped(now.saturating_duration_since(started), journal, now);
+    }
     drop(w);
     shared.swapped.notify_all();
 
@@ -488,6 +501,12 @@ fn next_trigger(live_end: usize, hwm: usize, capacity: usize, early: u8) -> usiz
         hwm
     };
     live_end + ((normal - live_end) >> early)
+}
+
+/// The earliest the next automatic compaction may start in a journal whose live data ends at
+/// `live_end`: where it starts at the highest early-start level.
+pub(crate) fn earliest_start(live_end: usize, hwm: usize, capacity: usize) -> usize {
+    next_trigger(live_end, hwm, capacity, EarlyStart::MAX_LEVEL)
 }
 
 /// How much earlier than usual compactions start: one level more after every compaction

@@ -39,6 +39,7 @@ mod journal;
 #[doc(hidden)]
 pub mod loom_support;
 mod options;
+mod pace;
 #[cfg(test)]
 mod power_loss_tests;
 #[cfg(test)]

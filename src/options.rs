@@ -33,6 +33,7 @@ pub struct Builder {
     pub(crate) durability: Durability,
     pub(crate) callback: Option<fn(usize, usize, usize)>,
     pub(crate) read_only: bool,
+    pub(crate) pace_compactions: bool,
 }
 
 impl Builder {
@@ -45,6 +46,7 @@ impl Builder {
             durability: Durability::Process,
             callback: None,
             read_only: false,
+            pace_compactions: true,
         }
     }
 
@@ -56,8 +58,22 @@ impl Builder {
     }
 
     /// Fraction of a journal that may fill before compaction starts (default 0.8, in (0, 1]).
+    /// A compaction may start earlier: see [`pace_compactions`](Self::pace_compactions).
     pub fn high_water_mark(mut self, ratio: f32) -> Self {
         self.high_water_mark = ratio;
+        self
+    }
+
+    /// Whether automatic compactions start early enough to end before the writers, at the
+    /// rate they are writing, fill the journal (default `true`). The store measures its
+    /// writers' rate and the duration of its last compaction (before the first, it guesses
+    /// from the bytes to copy) and starts a compaction before the high-water mark when the
+    /// room left would not last twice that long, but never before an eighth of the way from
+    /// the live data to the mark. Off, compactions start at the mark (or earlier only after
+    /// writers had to wait for one), which makes fewer compactions and lets fast writers wait
+    /// for the swap whenever a compaction takes longer than the room left lasts.
+    pub fn pace_compactions(mut self, pace: bool) -> Self {
+        self.pace_compactions = pace;
         self
     }
 

@@ -9,6 +9,7 @@ use crate::events::Event;
 use crate::journal::Journal;
 use crate::journal::format::{self, HEADER_SIZE, Op};
 use crate::options::{Builder, Durability};
+use crate::pace::Pace;
 use crate::snapshot::{Change, ChangeKey, Publisher, Version};
 use crate::stats::Counters;
 use crate::sync::channel::Sender;
@@ -77,6 +78,27 @@ pub(crate) struct Writer {
     pub(crate) waited_for_room: bool,
     /// How much earlier than usual automatic compactions start.
     pub(crate) early: crate::compactor::EarlyStart,
+    /// The writers' rate and the latest start it implies (see `pace`).
+    pub(crate) pace: Pace,
+}
+
+impl Writer {
+    /// Whether an automatic compaction is due: the journal passed its trigger, or the point
+    /// past which a compaction would not end before the writers fill the journal.
+    pub(crate) fn compaction_due(&self) -> bool {
+        !self.compacting && self.active.end() > self.trigger.min(self.pace.latest_start)
+    }
+
+    /// Lets the pace read the clock if the journal passed the end of its window.
+    fn measure_pace(&mut self) {
+        let end = self.active.end();
+        if !cfg!(loom) && self.pace.due(end) {
+            let capacity = self.active.capacity();
+            let room_end = capacity - self.active.reserve();
+            self.pace
+                .check(end, capacity, room_end, std::time::Instant::now());
+        }
+    }
 }
 
 thread_local! {
@@ -149,10 +171,7 @@ impl Shared {
     }
 
     pub(crate) fn maybe_request_compaction(&self) {
-        let due = {
-            let w = self.writer.lock();
-            !w.compacting && w.active.end() > w.trigger
-        };
+        let due = self.writer.lock().compaction_due();
         if due {
             self.request_compaction(None);
         }
@@ -303,7 +322,10 @@ impl Shared {
             w.hwm_fired = w.active.generation();
             fire = self.config.callback;
         }
-        let compact = end > w.trigger && !w.compacting;
+        if self.config.pace_compactions {
+            w.measure_pace();
+        }
+        let compact = w.compaction_due();
         if compact {
             w.compacting = true;
         }

@@ -16,6 +16,7 @@ use crate::journal::mmap::FileBackend;
 use crate::journal::recovery::{self, Note, Tail};
 use crate::journal::storage::Backend;
 use crate::options::Builder;
+use crate::pace::Pace;
 use crate::shared::{Shared, Writer, hwm_pos};
 use crate::snapshot::{Map, Publisher, Snapshot};
 use crate::stats::{Counters, Stats};
@@ -193,6 +194,13 @@ impl KVStore {
             .store(opened.inactive.capacity() as u64, Ordering::Relaxed);
         let active = Arc::new(opened.active);
         let trigger = hwm_pos(&config, active.capacity());
+        let floor = compactor::earliest_start(active.end(), trigger, active.capacity());
+        let pace = Pace::new(
+            active.end(),
+            active.capacity(),
+            floor,
+            std::time::Instant::now(),
+        );
         let (commands, receiver) = channel::unbounded();
         let (published, publisher) = Publisher::new(map, 0);
         let shared = Arc::new(Shared {
@@ -214,6 +222,7 @@ impl KVStore {
                 last_failed: 0,
                 waited_for_room: false,
                 early: Default::default(),
+                pace,
             }),
             swapped: Condvar::new(),
             inactive: Mutex::new(Some(Arc::new(opened.inactive))),

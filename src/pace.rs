@@ -1,0 +1,277 @@
+//! When an automatic compaction must start at the latest so that it ends before the writers,
+//! at the rate they are writing, fill the active journal.
+//!
+//! The high-water mark says when a compaction is *worth* starting; it says nothing about how
+//! long the compaction will take or how fast the writers use the room left. A compaction that
+//! is still running when the journal fills makes every writer wait for its swap (measured on
+//! this repository's machine: one writer at about 60 MB/s of records filled the last 20% of a
+//! 16 MiB journal in about 55 ms, while the first compaction of 100,000 keys took 60-140 ms,
+//! most of it flushing to disk). So the writer measures its own rate of appending, a window of
+//! the journal at a time, and the store starts a compaction early enough that the room left
+//! lasts [`MARGIN`] times the expected duration at that rate. The expected duration is the
+//! last compaction's, or before the first one an estimate from the bytes it will copy.
+//!
+//! Never earlier than the earliest start the early-start levels allow (an eighth of the usual
+//! distance past the live data): a burst of writes against a small journal would otherwise
+//! run compaction after compaction, each with its flushes, to save writers a wait of a few
+//! milliseconds.
+
+use std::time::{Duration, Instant};
+
+/// How many times the expected duration of a compaction the room left must last.
+const MARGIN: f64 = 2.0;
+
+/// The copying speed assumed for a compaction before one has been measured: it writes at most
+/// the journal's used bytes and flushes them (this machine's disk did 45-100 MB/s).
+const FIRST_GUESS_BYTES_PER_SEC: f64 = 64.0 * 1024.0 * 1024.0;
+
+/// A journal is measured in windows of this fraction of its capacity...
+const WINDOWS_PER_JOURNAL: usize = 32;
+/// ...but never smaller than this many bytes (tiny journals would read the clock per write).
+const MIN_WINDOW: usize = 4096;
+
+/// The writer's measure of its rate and the latest start it implies (under the writer lock).
+#[derive(Debug)]
+pub(crate) struct Pace {
+    /// Position past which a compaction starts however far the high-water mark is; `usize::MAX`
+    /// while not known or while pacing is suspended.
+    pub(crate) latest_start: usize,
+    /// Position at which the writer next reads the clock.
+    next_check: usize,
+    /// The earliest position the latest start may be (see the module's documentation).
+    floor: usize,
+    /// Where and when the current window began.
+    window: (usize, Instant),
+    /// Bytes per second appended in the last complete window.
+    rate: Option<f64>,
+    /// How long the last compaction took from its start to its swap.
+    last_duration: Option<Duration>,
+    /// Cleared after a failed compaction (its back-off must hold), set again by a swap.
+    enabled: bool,
+}
+
+impl Pace {
+    /// Pacing for a journal whose used bytes end at `end`, first measured from `now`, that
+    /// never starts a compaction before `floor`.
+    pub(crate) fn new(end: usize, capacity: usize, floor: usize, now: Instant) -> Self {
+        Pace {
+            latest_start: usize::MAX,
+            next_check: end + window(capacity),
+            floor,
+            window: (end, now),
+            rate: None,
+            last_duration: None,
+            enabled: true,
+        }
+    }
+
+    /// Whether the writer must call [`Pace::check`] now that the journal ends at `end`.
+    #[inline]
+    pub(crate) fn due(&self, end: usize) -> bool {
+        end >= self.next_check
+    }
+
+    /// Closes the current window at `end` (read at `now`), measures the rate over it and
+    /// recomputes the latest start for a journal whose non-reserved room ends at `room_end`.
+    pub(crate) fn check(&mut self, end: usize, capacity: usize, room_end: usize, now: Instant) {
+        let (from, at) = self.window;
+        let seconds = now.saturating_duration_since(at).as_secs_f64();
+        if end > from && seconds > 0.0 {
+            self.rate = Some((end - from) as f64 / seconds);
+        }
+        self.window = (end, now);
+        self.next_check = end + window(capacity);
+        self.recompute(end, room_end);
+    }
+
+    /// A compaction swapped in a journal whose used bytes end at `end`, `duration` after it
+    /// started: the next one is expected to take about as long, and starts at `floor` at the
+    /// earliest.
+    pub(crate) fn swapped(&mut self, duration: Duration, journal: Room, now: Instant) {
+        let Room {
+            end,
+            capacity,
+            room_end,
+            floor,
+        } = journal;
+        self.last_duration = Some(duration);
+        self.floor = floor;
+        self.enabled = true;
+        self.window = (end, now);
+        self.next_check = end + window(capacity);
+        self.recompute(end, room_end);
+    }
+
+    /// A compaction failed: its back-off decides the next start until a compaction swaps.
+    pub(crate) fn suspend(&mut self) {
+        self.enabled = false;
+        self.latest_start = usize::MAX;
+    }
+
+    /// How long the last compaction took to its swap, once one has.
+    #[cfg(test)]
+    pub(crate) fn last_duration(&self) -> Option<Duration> {
+        self.last_duration
+    }
+
+    fn recompute(&mut self, end: usize, room_end: usize) {
+        self.latest_start = match self.rate {
+            Some(rate) if self.enabled => {
+                let expected = self.last_duration.map_or_else(
+                    || end as f64 / FIRST_GUESS_BYTES_PER_SEC,
+                    |d| d.as_secs_f64(),
+                );
+                let room = rate * expected * MARGIN;
+                let latest = if room.is_finite() && room < room_end as f64 {
+                    room_end - room as usize
+                } else {
+                    0
+                };
+                latest.max(self.floor)
+            }
+            _ => usize::MAX,
+        };
+    }
+}
+
+/// The journal a swap put in place, as the pace needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Room {
+    /// Where its used bytes end.
+    pub(crate) end: usize,
+    pub(crate) capacity: usize,
+    /// Where the room ordinary writes may use ends (the capacity less the removals' reserve).
+    pub(crate) room_end: usize,
+    /// The earliest a compaction may start in it.
+    pub(crate) floor: usize,
+}
+
+fn window(capacity: usize) -> usize {
+    (capacity / WINDOWS_PER_JOURNAL).max(MIN_WINDOW)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    /// Drives a writer appending `rate` bytes per second from `from` to `to`, checking
+    /// wherever the pace asks to, as the write path does.
+    fn write(pace: &mut Pace, t: &mut Instant, from: usize, to: usize, rate: f64) {
+        let capacity = 16 * MIB;
+        let mut end = from;
+        while end < to {
+            let step = (to - end).min(64);
+            end += step;
+            *t += Duration::from_secs_f64(step as f64 / rate);
+            if pace.due(end) {
+                pace.check(end, capacity, capacity - capacity / 32, *t);
+            }
+        }
+    }
+
+    #[test]
+    fn a_fast_writer_starts_the_first_compaction_early_enough_to_finish_before_the_end() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut pace = Pace::new(0, 16 * MIB, 0, t);
+        assert_eq!(pace.latest_start, usize::MAX, "nothing measured yet");
+        // 60 MB/s up to 6 MiB: the first compaction is guessed at 6 MiB / 64 MiB/s ≈ 94 ms,
+        // so the room left must hold 2 × 94 ms × 60 MB/s ≈ 11.2 MB.
+        write(&mut pace, &mut t, 0, 6 * MIB, 60e6);
+        let room_end = 16 * MIB - MIB / 2;
+        let room = room_end - pace.latest_start;
+        assert!(
+            (11_000_000..11_500_000).contains(&room),
+            "latest start {} leaves {room} bytes",
+            pace.latest_start
+        );
+        assert!(
+            pace.latest_start < 16 * MIB * 8 / 10,
+            "before the high-water mark"
+        );
+    }
+
+    #[test]
+    fn a_slow_writer_leaves_the_high_water_mark_in_charge() {
+        let mut t = Instant::now();
+        let mut pace = Pace::new(0, 16 * MIB, 0, t);
+        write(&mut pace, &mut t, 0, 6 * MIB, 100_000.0);
+        assert!(
+            pace.latest_start > 16 * MIB * 9 / 10,
+            "{}",
+            pace.latest_start
+        );
+    }
+
+    #[test]
+    fn after_a_swap_the_measured_duration_replaces_the_guess() {
+        let mut t = Instant::now();
+        let mut pace = Pace::new(0, 16 * MIB, 0, t);
+        write(&mut pace, &mut t, 0, 2 * MIB, 10e6);
+        let room_end = 16 * MIB - MIB / 2;
+        // A compaction that took a whole second at 10 MB/s needs 20 MB: more than the journal.
+        let journal = Room {
+            end: MIB,
+            capacity: 16 * MIB,
+            room_end,
+            floor: MIB,
+        };
+        pace.swapped(Duration::from_secs(1), journal, t);
+        assert_eq!(pace.latest_start, MIB, "start at once");
+        // One that took 10 ms needs 200 kB.
+        pace.swapped(Duration::from_millis(10), journal, t);
+        assert_eq!(pace.latest_start, room_end - 200_000);
+    }
+
+    /// However fast the writer, the start is never earlier than the floor: a burst against a
+    /// small journal must not run compaction after compaction.
+    #[test]
+    fn the_latest_start_never_goes_below_the_floor() {
+        let mut t = Instant::now();
+        let mut pace = Pace::new(0, 16 * MIB, 3 * MIB, t);
+        write(&mut pace, &mut t, 0, 2 * MIB, 10e9);
+        assert_eq!(pace.latest_start, 3 * MIB);
+        let journal = Room {
+            end: 4 * MIB,
+            capacity: 16 * MIB,
+            room_end: 15 * MIB,
+            floor: 5 * MIB,
+        };
+        pace.swapped(Duration::from_secs(10), journal, t);
+        assert_eq!(pace.latest_start, 5 * MIB);
+    }
+
+    #[test]
+    fn a_failure_suspends_pacing_until_the_next_swap() {
+        let mut t = Instant::now();
+        let mut pace = Pace::new(0, 16 * MIB, 0, t);
+        write(&mut pace, &mut t, 0, 6 * MIB, 60e6);
+        assert!(pace.latest_start < usize::MAX);
+        pace.suspend();
+        write(&mut pace, &mut t, 6 * MIB, 8 * MIB, 60e6);
+        assert_eq!(pace.latest_start, usize::MAX, "the back-off holds");
+        let journal = Room {
+            end: 6 * MIB,
+            capacity: 16 * MIB,
+            room_end: 15 * MIB,
+            floor: 6 * MIB,
+        };
+        pace.swapped(Duration::from_millis(100), journal, t);
+        assert!(pace.latest_start < 15 * MIB);
+    }
+
+    #[test]
+    fn the_clock_is_read_once_per_window_not_per_write() {
+        let t = Instant::now();
+        let pace = Pace::new(1000, 16 * MIB, 0, t);
+        assert!(!pace.due(1000 + 16 * MIB / 32 - 1));
+        assert!(pace.due(1000 + 16 * MIB / 32));
+        let tiny = Pace::new(0, 8192, 0, t);
+        assert!(
+            !tiny.due(MIN_WINDOW - 1),
+            "tiny journals still read it rarely"
+        );
+    }
+}
