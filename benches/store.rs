@@ -254,6 +254,7 @@ fn open_rate() {
         let store = KVStore::builder(dir.path().join("open"))
             .buffer_size(size)
             .high_water_mark(1.0)
+            .pace_compactions(false)
             .open()
             .unwrap();
         let mut i = 0_u64;
@@ -273,6 +274,7 @@ fn open_rate() {
         let store = KVStore::builder(dir.path().join("open"))
             .buffer_size(size)
             .high_water_mark(1.0)
+            .pace_compactions(false)
             .open()
             .unwrap();
         let elapsed = t.elapsed();

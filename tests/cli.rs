@@ -372,6 +372,7 @@ fn read_only_commands_never_write() {
         let store = KVStore::builder(&base)
             .buffer_size(16 * 1024)
             .high_water_mark(1.0)
+            .pace_compactions(false)
             .open()
             .unwrap();
         let mut i = 0;

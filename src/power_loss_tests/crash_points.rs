@@ -264,7 +264,8 @@ fn crash_at_every_op_of_a_growth() {
     let config = Builder::new(Path::new("mem"))
         .buffer_size(16 * 1024)
         .max_size(64 * 1024)
-        .high_water_mark(1.0);
+        .high_water_mark(1.0)
+        .pace_compactions(false);
     let (disk, store) = recorded(&config);
     let mut w = Writer::new(&store, &disk);
     let big = |w: &mut Writer<'_>, keys: std::ops::Range<usize>| {
