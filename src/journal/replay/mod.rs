@@ -192,7 +192,7 @@ fn whole_attempt(
 }
 
 /// Decodes the surviving values (skipping deletions); `Err` holds the start of the record of
-/// a value that does not decode or a key that is not UTF-8.
+/// a value that does not decode or a key that is not UTF-8 or holds a NUL.
 fn decode_live<'a>(
     live: impl Iterator<Item = (Hashed<'a>, Pending<'a>)>,
     decode: &DecodeOptions,
@@ -202,7 +202,10 @@ fn decode_live<'a>(
         let Some(value) = pending.value else { continue };
         let value = bonjson::decode_with(value, &for_value(decode, value.len())).ok();
         match (std::str::from_utf8(key.key.as_bytes()), value) {
-            (Ok(key), Some(value)) => entries.push((key.into(), std::sync::Arc::new(value))),
+            // A NUL no write accepts: a forged key, which `remove` could never take back.
+            (Ok(key), Some(value)) if !key.contains('\0') => {
+                entries.push((key.into(), std::sync::Arc::new(value)))
+            }
             _ => return Err(pending.offset),
         }
     }
