@@ -76,7 +76,10 @@ pub(crate) struct Opened {
 struct Candidate {
     storage: Box<dyn Storage>,
     header: HeaderRead,
+    /// The header page and the first frame, read at first.
     bytes: Vec<u8>,
+    /// The whole file is examined, not only `bytes` (its header is damaged).
+    whole: bool,
 }
 
 pub(crate) fn open(
@@ -110,6 +113,7 @@ pub(crate) fn open(
             storage,
             header,
             bytes,
+            whole: false,
         });
     }
     let (Some(b), Some(a)) = (files.pop(), files.pop()) else {
@@ -119,16 +123,31 @@ pub(crate) fn open(
 }
 
 impl Candidate {
-    /// Reads the whole file (only the header was read at first).
-    fn load(&mut self) -> Result<()> {
-        if self.bytes.len() < self.storage.capacity() {
-            let mut bytes = vec![0_u8; self.storage.capacity()];
-            self.storage
-                .read(0, &mut bytes)
-                .map_err(crate::error::io_err("read", self.storage.path()))?;
-            self.bytes = bytes;
+    /// From now on the whole file is examined (only the header was read at first). In
+    /// place, through the storage's view: a copy would hold a second journal in memory, and a
+    /// huge sparse file with a damaged header would exhaust it.
+    fn examine_whole(&mut self) {
+        self.whole = true;
+    }
+
+    /// `f` of the bytes examined: the whole file once `examine_whole` was called, else the
+    /// header page and first frame.
+    fn with_bytes<R: Default>(&mut self, f: impl FnOnce(&[u8]) -> R) -> R {
+        if !self.whole {
+            return f(&self.bytes);
         }
-        Ok(())
+        let mut f = Some(f);
+        let mut out = None;
+        self.storage.with_view(&mut |bytes| {
+            if let Some(f) = f.take() {
+                out = Some(f(bytes));
+            }
+        });
+        match f {
+            // A storage that did not call back: examine what was read at first.
+            Some(f) => f(&self.bytes),
+            None => out.unwrap_or_default(),
+        }
     }
 }
 
@@ -218,11 +237,11 @@ fn elect(
         (None, None) => {
             let damaged = [header_damaged(&mut a)?, header_damaged(&mut b)?];
             if damaged.contains(&true) {
-                a.load()?;
-                b.load()?;
+                a.examine_whole();
+                b.examine_whole();
                 // Maybe one was the only journal and its header is damaged: trust it only if
                 // its records prove a committed generation; if both do, the newer one.
-                let proven = [proven_generation(&a, 1), proven_generation(&b, 1)];
+                let proven = [proven_generation(&mut a, 1), proven_generation(&mut b, 1)];
                 if proven == [None, None] && first_header_cut_short(&mut a, &mut b)? {
                     return fresh(a, b, min_len);
                 }
@@ -280,8 +299,8 @@ fn elect(
     // A newer journal whose header was damaged must not lose the election to stale data.
     let mut loser = loser;
     if header_damaged(&mut loser)? {
-        loser.load()?;
-        if let Some(g) = proven_generation(&loser, generation + 1) {
+        loser.examine_whole();
+        if let Some(g) = proven_generation(&mut loser, generation + 1) {
             notes.push(Note::whole_file(
                 loser.storage.path(),
                 format!(
@@ -291,7 +310,7 @@ fn elect(
             ));
             return replay(loser, winner, g, notes, decode, min_len);
         }
-        if proven_generation(&loser, 1).is_none() {
+        if proven_generation(&mut loser, 1).is_none() {
             // Records nobody can vouch for (header and first record both damaged): they may
             // have been the newest data, so say so rather than drop them silently.
             notes.push(Note::whole_file(
@@ -309,8 +328,12 @@ fn elect(
 
 /// A generation at least `min` whose records, starting at the first record position, include
 /// its commit marker: proof the file held a complete journal of that generation.
-fn proven_generation(c: &Candidate, min: u64) -> Option<u64> {
-    let head = c.bytes.get(HEADER_SIZE + 4..HEADER_SIZE + 8)?;
+fn proven_generation(c: &mut Candidate, min: u64) -> Option<u64> {
+    c.with_bytes(|bytes| proven_in(bytes, min))
+}
+
+fn proven_in(bytes: &[u8], min: u64) -> Option<u64> {
+    let head = bytes.get(HEADER_SIZE + 4..HEADER_SIZE + 8)?;
     let low = u64::from(u32::from_le_bytes(head.try_into().ok()?));
     let high = min & !0xffff_ffff;
     let mut g = high | low;
@@ -322,8 +345,8 @@ fn proven_generation(c: &Candidate, min: u64) -> Option<u64> {
     }
     let mut pos = HEADER_SIZE;
     let frames = format::Frames::new(g);
-    while let FrameRead::Record { len } = frames.read(c.bytes.get(pos..)?) {
-        let body = c.bytes.get(pos + FRAME_SIZE..pos + FRAME_SIZE + len)?;
+    while let FrameRead::Record { len } = frames.read(bytes.get(pos..)?) {
+        let body = bytes.get(pos + FRAME_SIZE..pos + FRAME_SIZE + len)?;
         if format::decode_commit(body) == Some(g) {
             return Some(g);
         }
@@ -385,7 +408,7 @@ fn replay(
     min_len: usize,
 ) -> Result<Opened> {
     let (replayed, tail) = scan(&mut winner, generation, decode)?;
-    let highest_generation = generation.max(generation_hint(&loser, generation));
+    let highest_generation = generation.max(generation_hint(&mut loser, generation));
     if !replayed.committed {
         // The records stop before the commit marker: the snapshot itself is damaged. The older
         // journal, if it is still intact, holds every write up to the switch.
@@ -517,7 +540,7 @@ fn build(
 
 /// The highest generation the losing file may hold records of: its header's, or, if the
 /// header is damaged, the one its first record names (every compaction starts writing there).
-fn generation_hint(loser: &Candidate, elected: u64) -> u64 {
+fn generation_hint(loser: &mut Candidate, elected: u64) -> u64 {
     let from_header = match loser.header {
         HeaderRead::Valid(h) => h.generation,
         _ => 0,
@@ -541,17 +564,21 @@ fn generation_hint(loser: &Candidate, elected: u64) -> u64 {
 /// records verify again). Compaction attempts are few, so the generations just above the
 /// elected one are searched; if none matches, a jump of 2^32 keeps the low 32 bits every frame
 /// stores but changes every checksum seed.
-fn unattributed_generation(loser: &Candidate, elected: u64) -> u64 {
+fn unattributed_generation(loser: &mut Candidate, elected: u64) -> u64 {
     const SEARCHED: u64 = 64;
-    let has_records = loser.bytes.get(HEADER_SIZE..).is_some_and(any_non_zero);
-    if matches!(loser.header, HeaderRead::Valid(_)) || !has_records {
+    if matches!(loser.header, HeaderRead::Valid(_)) {
         return 0;
     }
-    (1..=SEARCHED)
-        .map(|k| elected.saturating_add(k))
-        .filter(|&g| next_valid_record(&loser.bytes, HEADER_SIZE, g).is_some())
-        .max()
-        .unwrap_or(elected.saturating_add(1 << 32))
+    loser.with_bytes(|bytes| {
+        if !bytes.get(HEADER_SIZE..).is_some_and(any_non_zero) {
+            return 0;
+        }
+        (1..=SEARCHED)
+            .map(|k| elected.saturating_add(k))
+            .filter(|&g| next_valid_record(bytes, HEADER_SIZE, g).is_some())
+            .max()
+            .unwrap_or(elected.saturating_add(1 << 32))
+    })
 }
 
 /// The end of the last record of `generation` that starts at or after `from`, if any: proof

@@ -221,7 +221,11 @@ fn a_record_inside_a_record_does_not_fool_the_split() {
     );
     let one = sequential(&bytes);
     assert_eq!(one.1, end + FRAME_SIZE + body.len());
-    assert!(!one.0.iter().any(|(k, _)| *k == image || k.starts_with("planted")));
+    assert!(
+        !one.0
+            .iter()
+            .any(|(k, _)| *k == image || k.starts_with("planted"))
+    );
     assert_eq!(split_at(&bytes, carrier), one);
 }
 
