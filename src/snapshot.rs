@@ -130,6 +130,15 @@ impl Publisher {
             }
             for (i, change) in changes.iter_mut().enumerate() {
                 let old = apply(&mut version.map, change, &mut self.garbage);
+                if let Some(old) = &old {
+                    // The value this change replaced is touched again below, when the other
+                    // copy lets go of it and it is handed back or freed; it was written long
+                    // ago and is out of the cache by now (perf: ~10% of a write waited for it).
+                    // Fetch it while the swap runs. Its counts sit just before the value.
+                    let at = std::sync::Arc::as_ptr(old).cast::<u8>();
+                    crate::prefetch::prefetch(at.wrapping_sub(16));
+                    crate::prefetch::prefetch(at.wrapping_add(size_of::<Value>() - 1));
+                }
                 if i == 0 && want_previous {
                     previous = old;
                 }

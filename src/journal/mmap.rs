@@ -1,4 +1,5 @@
-//! Journal files as shared memory maps: the crate's only `unsafe` code.
+//! Journal files as shared memory maps: the crate's `unsafe` code, but for one prefetch hint
+//! (`src/prefetch.rs`).
 //!
 //! Why the map is sound to use here:
 //! - Nobody else mutates the file: each store holds an exclusive `flock` on both journal files
@@ -199,17 +200,9 @@ impl Storage for MmapStorage {
         }
         // The next record lands just past this one, on a line nothing has touched since the
         // kernel zeroed the page: ask for it now, so the next write's stores do not wait for it.
-        #[cfg(target_arch = "x86_64")]
-        {
-            let ahead = offset + data.len() + 64;
-            if ahead < self.len {
-                let line = self.map.as_ptr().wrapping_add(ahead).cast::<i8>();
-                // SAFETY: a prefetch is a hint that never faults and has no effect on memory;
-                // the address is inside the mapping.
-                unsafe {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line)
-                };
-            }
+        let ahead = offset + data.len() + 64;
+        if ahead < self.len {
+            crate::prefetch::prefetch(self.map.as_ptr().wrapping_add(ahead));
         }
         Ok(())
     }
