@@ -230,3 +230,32 @@ fn a_swap_hands_the_compactions_duration_to_the_pace() {
     let measured = store.shared.writer.lock().pace.last_duration();
     assert!(measured.is_some_and(|d| d > std::time::Duration::ZERO));
 }
+
+/// A fast writer filling a journal whose mark is at its very end (1.0) gets a compaction long
+/// before the end, started by the pace; with pacing off it gets none.
+#[test]
+fn a_fast_fill_is_paced_into_an_early_compaction_unless_pacing_is_off() {
+    for pace in [true, false] {
+        let disk = MemBackend::new();
+        let store = KVStore::open_on(
+            Builder::new(std::path::Path::new("mem"))
+                .buffer_size(256 * 1024)
+                .high_water_mark(1.0)
+                .pace_compactions(pace),
+            &disk,
+        )
+        .unwrap();
+        // Half the journal in 1 kB values, at memory speed (hundreds of MB/s): the first
+        // compaction, guessed at the used bytes over 64 MiB/s, must start well before this.
+        for i in 0..120 {
+            store
+                .insert(format!("k{}", i % 50), Value::from("v".repeat(1000)))
+                .unwrap();
+        }
+        if pace {
+            wait_until("a paced compaction", || store.stats().compactions >= 1);
+        } else {
+            assert_eq!(store.stats().compactions, 0, "{:?}", store.stats());
+        }
+    }
+}

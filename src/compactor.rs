@@ -496,7 +496,7 @@ fn naming(e: Error, journal: &Journal) -> Error {
 /// to scan, instead of the journal growing beyond its configured size.
 fn next_trigger(live_end: usize, hwm: usize, capacity: usize, early: u8) -> usize {
     let normal = if live_end > hwm {
-        live_end + (capacity - live_end) / 2
+        live_end + capacity.saturating_sub(live_end) / 2
     } else {
         hwm
     };
@@ -683,6 +683,8 @@ mod tests {
         // Live data above the mark: halfway to the end, and a quarter of the way at level 1.
         assert_eq!(next_trigger(900 * kib, 800 * kib, 1000 * kib, 0), 950 * kib);
         assert_eq!(next_trigger(900 * kib, 800 * kib, 1000 * kib, 1), 925 * kib);
+        // Data past the end (the header of a file shorter than a page, opened read-only).
+        assert_eq!(next_trigger(4096, 0, 100, 3), 4096);
     }
 
     #[test]

@@ -68,8 +68,8 @@ impl Builder {
     /// rate they are writing, fill the journal (default `true`). The store measures its
     /// writers' rate and the duration of its last compaction (before the first, it guesses
     /// from the bytes to copy) and starts a compaction before the high-water mark when the
-    /// room left would not last twice that long, but never before an eighth of the way from
-    /// the live data to the mark. Off, compactions start at the mark (or earlier only after
+    /// room left would not last twice that long, but never before an eighth of the usual
+    /// distance from the live data to the point where a compaction would start. Off, compactions start at the mark (or earlier only after
     /// writers had to wait for one), which makes fewer compactions and lets fast writers wait
     /// for the swap whenever a compaction takes longer than the room left lasts.
     pub fn pace_compactions(mut self, pace: bool) -> Self {
@@ -93,7 +93,8 @@ impl Builder {
     /// Called once each time a journal generation crosses its high-water mark, with
     /// `(current_pos, capacity, hwm_pos)` (`capacity`: the journal's size, `buffer_size`
     /// until the journals grow), on the thread whose write crossed it, before that write
-    /// returns.
+    /// returns. A generation that a compaction replaces before it reaches its mark (see
+    /// [`pace_compactions`](Self::pace_compactions)) never fires it.
     pub fn on_high_water_mark(mut self, callback: fn(usize, usize, usize)) -> Self {
         self.callback = Some(callback);
         self

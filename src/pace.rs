@@ -115,7 +115,17 @@ impl Pace {
     }
 
     fn recompute(&mut self, end: usize, room_end: usize) {
-        self.latest_start = match self.rate {
+        self.latest_start = self.latest_start_at(end, room_end);
+        // Measure again before the start this rate implies, however close it is: a rate kept
+        // from before a swap would otherwise start every later compaction at the floor, long
+        // after the writers slowed down.
+        if self.latest_start > end {
+            self.next_check = self.next_check.min(self.latest_start);
+        }
+    }
+
+    fn latest_start_at(&self, end: usize, room_end: usize) -> usize {
+        match self.rate {
             Some(rate) if self.enabled => {
                 let expected = self.last_duration.map_or_else(
                     || end as f64 / FIRST_GUESS_BYTES_PER_SEC,
@@ -130,7 +140,7 @@ impl Pace {
                 latest.max(self.floor)
             }
             _ => usize::MAX,
-        };
+        }
     }
 }
 
@@ -177,19 +187,17 @@ mod tests {
         let mut t = t0;
         let mut pace = Pace::new(0, 16 * MIB, 0, t);
         assert_eq!(pace.latest_start, usize::MAX, "nothing measured yet");
-        // 60 MB/s up to 6 MiB: the first compaction is guessed at 6 MiB / 64 MiB/s ≈ 94 ms,
-        // so the room left must hold 2 × 94 ms × 60 MB/s ≈ 11.2 MB.
+        // 60 MB/s: the first compaction is guessed at the used bytes over 64 MiB/s, so the
+        // compaction must start where the room left holds twice that long's writes; that is
+        // about 5.6 MiB into the journal, below the mark (12.8 MiB) and before 6 MiB.
         write(&mut pace, &mut t, 0, 6 * MIB, 60e6);
-        let room_end = 16 * MIB - MIB / 2;
-        let room = room_end - pace.latest_start;
+        let start = pace.latest_start;
+        assert!(start < 6 * MIB, "latest start {start}");
+        let room = (16 * MIB - MIB / 2 - start) as f64;
+        let needed = 2.0 * 60e6 * start as f64 / FIRST_GUESS_BYTES_PER_SEC;
         assert!(
-            (11_000_000..11_500_000).contains(&room),
-            "latest start {} leaves {room} bytes",
-            pace.latest_start
-        );
-        assert!(
-            pace.latest_start < 16 * MIB * 8 / 10,
-            "before the high-water mark"
+            (1.0..1.15).contains(&(room / needed)),
+            "room {room}, needed {needed}"
         );
     }
 
@@ -241,6 +249,31 @@ mod tests {
         };
         pace.swapped(Duration::from_secs(10), journal, t);
         assert_eq!(pace.latest_start, 5 * MIB);
+    }
+
+    /// A writer that slows down after a swap is measured again before the start its old
+    /// rate implied: compactions do not go on starting at the floor.
+    #[test]
+    fn a_writer_that_slowed_down_is_measured_again_before_the_start() {
+        let mut t = Instant::now();
+        let mut pace = Pace::new(0, 16 * MIB, 0, t);
+        write(&mut pace, &mut t, 0, 2 * MIB, 60e6);
+        let room_end = 16 * MIB - MIB / 2;
+        let journal = Room {
+            end: 12 * MIB,
+            capacity: 16 * MIB,
+            room_end,
+            floor: 12 * MIB + 100_000,
+        };
+        pace.swapped(Duration::from_millis(100), journal, t);
+        assert_eq!(
+            pace.latest_start,
+            12 * MIB + 100_000,
+            "the old rate: at the floor"
+        );
+        // Now 1 kB/s: well before a whole window, the pace reads the clock at the start.
+        write(&mut pace, &mut t, 12 * MIB, 12 * MIB + 100_000, 1000.0);
+        assert!(pace.latest_start > room_end - 1000, "{}", pace.latest_start);
     }
 
     #[test]

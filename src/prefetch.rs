@@ -1,7 +1,10 @@
 //! A cache prefetch hint: the one `unsafe` call outside `journal/mmap.rs`, fenced in here.
-#![expect(
-    unsafe_code,
-    reason = "the prefetch intrinsic is an unsafe function, though it never touches memory"
+#![cfg_attr(
+    target_arch = "x86_64",
+    expect(
+        unsafe_code,
+        reason = "the prefetch intrinsic is an unsafe function, though it never touches memory"
+    )
 )]
 
 /// Asks the CPU to bring the cache line holding `ptr` into its caches, so that a load or store
