@@ -181,6 +181,16 @@ mod tests {
         }
     }
 
+    /// A 16 MiB journal after a swap, its data ending at `end`.
+    fn room(end: usize, room_end: usize, floor: usize) -> Room {
+        Room {
+            end,
+            capacity: 16 * MIB,
+            room_end,
+            floor,
+        }
+    }
+
     #[test]
     fn a_fast_writer_starts_the_first_compaction_early_enough_to_finish_before_the_end() {
         let t0 = Instant::now();
@@ -220,12 +230,7 @@ mod tests {
         write(&mut pace, &mut t, 0, 2 * MIB, 10e6);
         let room_end = 16 * MIB - MIB / 2;
         // A compaction that took a whole second at 10 MB/s needs 20 MB: more than the journal.
-        let journal = Room {
-            end: MIB,
-            capacity: 16 * MIB,
-            room_end,
-            floor: MIB,
-        };
+        let journal = room(MIB, room_end, MIB);
         pace.swapped(Duration::from_secs(1), journal, t);
         assert_eq!(pace.latest_start, MIB, "start at once");
         // One that took 10 ms needs 200 kB.
@@ -241,12 +246,7 @@ mod tests {
         let mut pace = Pace::new(0, 16 * MIB, 3 * MIB, t);
         write(&mut pace, &mut t, 0, 2 * MIB, 10e9);
         assert_eq!(pace.latest_start, 3 * MIB);
-        let journal = Room {
-            end: 4 * MIB,
-            capacity: 16 * MIB,
-            room_end: 15 * MIB,
-            floor: 5 * MIB,
-        };
+        let journal = room(4 * MIB, 15 * MIB, 5 * MIB);
         pace.swapped(Duration::from_secs(10), journal, t);
         assert_eq!(pace.latest_start, 5 * MIB);
     }
@@ -259,12 +259,7 @@ mod tests {
         let mut pace = Pace::new(0, 16 * MIB, 0, t);
         write(&mut pace, &mut t, 0, 2 * MIB, 60e6);
         let room_end = 16 * MIB - MIB / 2;
-        let journal = Room {
-            end: 12 * MIB,
-            capacity: 16 * MIB,
-            room_end,
-            floor: 12 * MIB + 100_000,
-        };
+        let journal = room(12 * MIB, room_end, 12 * MIB + 100_000);
         pace.swapped(Duration::from_millis(100), journal, t);
         assert_eq!(
             pace.latest_start,
@@ -285,12 +280,7 @@ mod tests {
         pace.suspend();
         write(&mut pace, &mut t, 6 * MIB, 8 * MIB, 60e6);
         assert_eq!(pace.latest_start, usize::MAX, "the back-off holds");
-        let journal = Room {
-            end: 6 * MIB,
-            capacity: 16 * MIB,
-            room_end: 15 * MIB,
-            floor: 6 * MIB,
-        };
+        let journal = room(6 * MIB, 15 * MIB, 6 * MIB);
         pace.swapped(Duration::from_millis(100), journal, t);
         assert!(pace.latest_start < 15 * MIB);
     }

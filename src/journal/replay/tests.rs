@@ -39,6 +39,28 @@ fn journal(rng: &mut Rng, records: usize) -> Vec<u8> {
     bytes
 }
 
+/// `journal(rng, records)` without its trailing zeros, and where its records end.
+fn journal_cut(rng: &mut Rng, records: usize) -> (Vec<u8>, usize) {
+    let mut bytes = journal(rng, records);
+    let end = bytes.len() - 4096;
+    bytes.truncate(end);
+    (bytes, end)
+}
+
+/// The body of one record holding `ops`.
+fn body_of(ops: &[Op]) -> Vec<u8> {
+    let mut body = Vec::new();
+    format::encode_body(ops, &Limits::default(), &mut body).unwrap();
+    body
+}
+
+/// Appends a record of `GENERATION` whose body is `body`.
+fn push_record(bytes: &mut Vec<u8>, body: &[u8]) {
+    let seed = format::crc_seed(GENERATION);
+    bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, body));
+    bytes.extend_from_slice(body);
+}
+
 fn outcome(replayed: Replayed) -> (Vec<(String, Value)>, usize, FrameRead, bool) {
     let mut entries: Vec<(String, Value)> = replayed
         .entries
@@ -96,12 +118,7 @@ fn split_replay_equals_sequential_replay() {
     // Checksum-valid records that are malformed (replay ends before them), that hold a
     // value that does not decode or a key that is not UTF-8 (replay ends before them if they
     // survive): the same result wherever the split falls.
-    let seed = format::crc_seed(GENERATION);
-    let encoded = |key: &str, value: Value| {
-        let mut body = Vec::new();
-        format::encode_body(&[Op::Put(key.into(), value)], &Limits::default(), &mut body).unwrap();
-        body
-    };
+    let encoded = |key: &str, value: Value| body_of(&[Op::Put(key.into(), value)]);
     let mut cut_value = encoded("only-here", Value::from("a string value"));
     cut_value.pop();
     let mut bad_key = encoded("zz", Value::Integer(5));
@@ -110,11 +127,8 @@ fn split_replay_equals_sequential_replay() {
         .into_iter()
         .enumerate()
     {
-        let mut bytes = journal(&mut rng, 300);
-        let end = bytes.len() - 4096;
-        bytes.truncate(end);
-        bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &forged));
-        bytes.extend_from_slice(&forged);
+        let (mut bytes, end) = journal_cut(&mut rng, 300);
+        push_record(&mut bytes, &forged);
         bytes.extend_from_slice(&journal(&mut rng, 50)[HEADER_SIZE..]);
         let one = sequential(&bytes);
         if kind == 0 {
@@ -137,22 +151,16 @@ fn split_replay_equals_sequential_replay() {
 /// could never be removed: `remove` refuses such keys.
 #[test]
 fn a_forged_key_with_nul_ends_replay_before_it() {
-    let mut rng = Rng::new(9);
-    let seed = format::crc_seed(GENERATION);
-    let mut bytes = journal(&mut rng, 100);
-    let end = bytes.len() - 4096;
-    bytes.truncate(end);
-    let mut forged = Vec::new();
-    let op = [Op::Put("nul\0key".into(), Value::Integer(1))];
-    format::encode_body(&op, &Limits::default(), &mut forged).unwrap();
-    bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &forged));
-    bytes.extend_from_slice(&forged);
+    let (mut bytes, end) = journal_cut(&mut Rng::new(9), 100);
+    push_record(
+        &mut bytes,
+        &body_of(&[Op::Put("nul\0key".into(), Value::Integer(1))]),
+    );
     for i in 0..20 {
-        let mut body = Vec::new();
-        let op = [Op::Put(format!("after{i}"), Value::Integer(i))];
-        format::encode_body(&op, &Limits::default(), &mut body).unwrap();
-        bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &body));
-        bytes.extend_from_slice(&body);
+        push_record(
+            &mut bytes,
+            &body_of(&[Op::Put(format!("after{i}"), Value::Integer(i))]),
+        );
     }
     bytes.resize(bytes.len() + 4096, 0);
     let (entries, stopped_at, _, _) = sequential(&bytes);
@@ -168,15 +176,9 @@ fn a_forged_key_with_nul_ends_replay_before_it() {
 #[test]
 fn a_record_longer_than_the_sync_window_straddles_the_split() {
     let mut rng = Rng::new(77);
-    let seed = format::crc_seed(GENERATION);
-    let mut bytes = journal(&mut rng, 100);
-    let end = bytes.len() - 4096;
-    bytes.truncate(end);
-    let mut body = Vec::new();
-    let long = Op::Put("long".into(), Value::from("L".repeat(3 << 20)));
-    format::encode_body(&[long], &Limits::default(), &mut body).unwrap();
-    bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &body));
-    bytes.extend_from_slice(&body);
+    let (mut bytes, end) = journal_cut(&mut rng, 100);
+    let body = body_of(&[Op::Put("long".into(), Value::from("L".repeat(3 << 20)))]);
+    push_record(&mut bytes, &body);
     bytes.extend_from_slice(&journal(&mut rng, 100)[HEADER_SIZE..]);
     let one = sequential(&bytes);
     assert!(one.1 > end + FRAME_SIZE + body.len());
@@ -190,28 +192,22 @@ fn a_record_longer_than_the_sync_window_straddles_the_split() {
 #[test]
 fn a_record_inside_a_record_does_not_fool_the_split() {
     let mut rng = Rng::new(5);
-    let seed = format::crc_seed(GENERATION);
     // The image rides in the key of a removal (frames hold zero bytes, which no string value
     // may; a key with NUL is malformed if it survives replay, but a removed one never does):
     // try planted keys until the image is valid UTF-8.
     let image = (0..)
         .find_map(|n| {
-            let mut inner = Vec::new();
-            let ops = [Op::Put(format!("planted{n}"), Value::Integer(1))];
-            format::encode_body(&ops, &Limits::default(), &mut inner).unwrap();
-            let mut image = format::frame_seeded(GENERATION, seed, &inner).to_vec();
-            image.extend_from_slice(&inner);
+            let mut image = Vec::new();
+            push_record(
+                &mut image,
+                &body_of(&[Op::Put(format!("planted{n}"), Value::Integer(1))]),
+            );
             String::from_utf8(image).ok()
         })
         .unwrap();
-    let mut bytes = journal(&mut rng, 200);
-    let end = bytes.len() - 4096;
-    bytes.truncate(end);
-    let mut body = Vec::new();
-    let ops = [Op::Delete(image.clone())];
-    format::encode_body(&ops, &Limits::default(), &mut body).unwrap();
-    bytes.extend_from_slice(&format::frame_seeded(GENERATION, seed, &body));
-    bytes.extend_from_slice(&body);
+    let (mut bytes, end) = journal_cut(&mut rng, 200);
+    let body = body_of(&[Op::Delete(image.clone())]);
+    push_record(&mut bytes, &body);
     bytes.resize(bytes.len() + 4096, 0);
     let carrier = end + FRAME_SIZE;
     let planted = format::Frames::new(GENERATION).find(&bytes, carrier, bytes.len());
