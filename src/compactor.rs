@@ -347,6 +347,7 @@ fn compact_into(
             capacity,
             room_end: capacity - new_active.reserve(),
             floor: earliest_start(bytes_after, hwm, capacity),
+            live_keys: usize::try_from(live_keys).unwrap_or(usize::MAX),
         };
         let now = Instant::now();
         w.pace

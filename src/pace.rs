@@ -9,7 +9,9 @@
 //! most of it flushing to disk). So the writer measures its own rate of appending, a window of
 //! the journal at a time, and the store starts a compaction early enough that the room left
 //! lasts [`MARGIN`] times the expected duration at that rate. The expected duration is the
-//! last compaction's, or before the first one an estimate from the bytes it will copy.
+//! last compaction's, scaled by how many more live keys there are now than it copied (a store
+//! still filling up copies more each time), or before the first one an estimate from the
+//! bytes it will copy.
 //!
 //! Never earlier than the earliest start the early-start levels allow (an eighth of the usual
 //! distance past the live data): a burst of writes against a small journal would otherwise
@@ -44,8 +46,11 @@ pub(crate) struct Pace {
     window: (usize, Instant),
     /// Bytes per second appended in the last complete window.
     rate: Option<f64>,
-    /// How long the last compaction took from its start to its swap.
-    last_duration: Option<Duration>,
+    /// How long the last compaction took from its start to its swap, and the live keys it
+    /// left.
+    last: Option<(Duration, usize)>,
+    /// Live keys at the last check.
+    keys: usize,
     /// Cleared after a failed compaction (its back-off must hold), set again by a swap.
     enabled: bool,
 }
@@ -60,7 +65,8 @@ impl Pace {
             floor,
             window: (end, now),
             rate: None,
-            last_duration: None,
+            last: None,
+            keys: 0,
             enabled: true,
         }
     }
@@ -71,9 +77,18 @@ impl Pace {
         end >= self.next_check
     }
 
-    /// Closes the current window at `end` (read at `now`), measures the rate over it and
-    /// recomputes the latest start for a journal whose non-reserved room ends at `room_end`.
-    pub(crate) fn check(&mut self, end: usize, capacity: usize, room_end: usize, now: Instant) {
+    /// Closes the current window at `end` (read at `now`, with `keys` live keys), measures the
+    /// rate over it and recomputes the latest start for a journal whose non-reserved room
+    /// ends at `room_end`.
+    pub(crate) fn check(
+        &mut self,
+        end: usize,
+        capacity: usize,
+        room_end: usize,
+        keys: usize,
+        now: Instant,
+    ) {
+        self.keys = keys;
         let (from, at) = self.window;
         let seconds = now.saturating_duration_since(at).as_secs_f64();
         if end > from && seconds > 0.0 {
@@ -93,8 +108,10 @@ impl Pace {
             capacity,
             room_end,
             floor,
+            live_keys,
         } = journal;
-        self.last_duration = Some(duration);
+        self.last = Some((duration, live_keys));
+        self.keys = live_keys;
         self.floor = floor;
         self.enabled = true;
         self.window = (end, now);
@@ -111,7 +128,7 @@ impl Pace {
     /// How long the last compaction took to its swap, once one has.
     #[cfg(test)]
     pub(crate) fn last_duration(&self) -> Option<Duration> {
-        self.last_duration
+        self.last.map(|(duration, _)| duration)
     }
 
     fn recompute(&mut self, end: usize, room_end: usize) {
@@ -127,10 +144,13 @@ impl Pace {
     fn latest_start_at(&self, end: usize, room_end: usize) -> usize {
         match self.rate {
             Some(rate) if self.enabled => {
-                let expected = self.last_duration.map_or_else(
-                    || end as f64 / FIRST_GUESS_BYTES_PER_SEC,
-                    |d| d.as_secs_f64(),
-                );
+                let expected = match self.last {
+                    Some((duration, copied)) if copied > 0 => {
+                        duration.as_secs_f64() * (self.keys as f64 / copied as f64).max(1.0)
+                    }
+                    // Nothing measured, or a compaction of nothing (after a clear).
+                    _ => end as f64 / FIRST_GUESS_BYTES_PER_SEC,
+                };
                 let room = rate * expected * MARGIN;
                 let latest = if room.is_finite() && room < room_end as f64 {
                     room_end - room as usize
@@ -154,6 +174,8 @@ pub(crate) struct Room {
     pub(crate) room_end: usize,
     /// The earliest a compaction may start in it.
     pub(crate) floor: usize,
+    /// The live keys the compaction copied into it.
+    pub(crate) live_keys: usize,
 }
 
 fn window(capacity: usize) -> usize {
@@ -176,18 +198,20 @@ mod tests {
             end += step;
             *t += Duration::from_secs_f64(step as f64 / rate);
             if pace.due(end) {
-                pace.check(end, capacity, capacity - capacity / 32, *t);
+                let keys = pace.keys;
+                pace.check(end, capacity, capacity - capacity / 32, keys, *t);
             }
         }
     }
 
-    /// A 16 MiB journal after a swap, its data ending at `end`.
+    /// A 16 MiB journal after a swap, its data ending at `end`, holding 1,000 live keys.
     fn room(end: usize, room_end: usize, floor: usize) -> Room {
         Room {
             end,
             capacity: 16 * MIB,
             room_end,
             floor,
+            live_keys: 1000,
         }
     }
 
@@ -236,6 +260,28 @@ mod tests {
         // One that took 10 ms needs 200 kB.
         pace.swapped(Duration::from_millis(10), journal, t);
         assert_eq!(pace.latest_start, room_end - 200_000);
+    }
+
+    /// A store still filling up: a compaction is expected to take as many times longer than
+    /// the last as there are more live keys to copy now.
+    #[test]
+    fn more_live_keys_than_the_last_compaction_copied_mean_a_longer_one() {
+        let mut t = Instant::now();
+        let mut pace = Pace::new(0, 16 * MIB, 0, t);
+        write(&mut pace, &mut t, 0, 2 * MIB, 10e6);
+        let room_end = 16 * MIB - MIB / 2;
+        // 10 ms for the 1,000 keys it copied: 200 kB of room at 10 MB/s...
+        pace.swapped(Duration::from_millis(10), room(MIB, room_end, MIB), t);
+        assert_eq!(pace.latest_start, room_end - 200_000);
+        // ...and three times that once there are 3,000 keys (never less for fewer).
+        // (Still 10 MB/s: a megabyte each tenth of a second since the swap.)
+        let tenth = Duration::from_millis(100);
+        pace.check(MIB + 1_000_000, 16 * MIB, room_end, 3000, t + tenth);
+        let room = room_end - pace.latest_start;
+        assert!((599_000..=601_000).contains(&room), "{room}");
+        pace.check(MIB + 2_000_000, 16 * MIB, room_end, 10, t + 2 * tenth);
+        let room = room_end - pace.latest_start;
+        assert!((199_000..=201_000).contains(&room), "{room}");
     }
 
     /// However fast the writer, the start is never earlier than the floor: a burst against a

@@ -89,14 +89,15 @@ impl Writer {
         !self.compacting && self.active.end() > self.trigger.min(self.pace.latest_start)
     }
 
-    /// Lets the pace read the clock if the journal passed the end of its window.
-    fn measure_pace(&mut self) {
+    /// Lets the pace read the clock if the journal passed the end of its window; `keys`
+    /// counts the live keys (called only then).
+    fn measure_pace(&mut self, keys: impl FnOnce() -> usize) {
         let end = self.active.end();
         if !cfg!(loom) && self.pace.due(end) {
             let capacity = self.active.capacity();
             let room_end = capacity - self.active.reserve();
-            self.pace
-                .check(end, capacity, room_end, std::time::Instant::now());
+            let now = std::time::Instant::now();
+            self.pace.check(end, capacity, room_end, keys(), now);
         }
     }
 }
@@ -323,7 +324,7 @@ impl Shared {
             fire = self.config.callback;
         }
         if self.config.pace_compactions {
-            w.measure_pace();
+            w.measure_pace(|| self.published.load().map.len());
         }
         let compact = w.compaction_due();
         if compact {
