@@ -204,6 +204,15 @@ mod tests {
         }
     }
 
+    /// A pace for a 16 MiB journal after a writer appended `to` bytes at `rate` per second from
+    /// its start, and the (simulated) time it finished.
+    fn after_writing(to: usize, rate: f64) -> (Pace, Instant) {
+        let mut t = Instant::now();
+        let mut pace = Pace::new(0, 16 * MIB, 0, t);
+        write(&mut pace, &mut t, 0, to, rate);
+        (pace, t)
+    }
+
     /// A 16 MiB journal after a swap, its data ending at `end`, holding 1,000 live keys.
     fn room(end: usize, room_end: usize, floor: usize) -> Room {
         Room {
@@ -237,9 +246,7 @@ mod tests {
 
     #[test]
     fn a_slow_writer_leaves_the_high_water_mark_in_charge() {
-        let mut t = Instant::now();
-        let mut pace = Pace::new(0, 16 * MIB, 0, t);
-        write(&mut pace, &mut t, 0, 6 * MIB, 100_000.0);
+        let (pace, _) = after_writing(6 * MIB, 100_000.0);
         assert!(
             pace.latest_start > 16 * MIB * 9 / 10,
             "{}",
@@ -249,9 +256,7 @@ mod tests {
 
     #[test]
     fn after_a_swap_the_measured_duration_replaces_the_guess() {
-        let mut t = Instant::now();
-        let mut pace = Pace::new(0, 16 * MIB, 0, t);
-        write(&mut pace, &mut t, 0, 2 * MIB, 10e6);
+        let (mut pace, t) = after_writing(2 * MIB, 10e6);
         let room_end = 16 * MIB - MIB / 2;
         // A compaction that took a whole second at 10 MB/s needs 20 MB: more than the journal.
         let journal = room(MIB, room_end, MIB);
@@ -266,9 +271,7 @@ mod tests {
     /// the last as there are more live keys to copy now.
     #[test]
     fn more_live_keys_than_the_last_compaction_copied_mean_a_longer_one() {
-        let mut t = Instant::now();
-        let mut pace = Pace::new(0, 16 * MIB, 0, t);
-        write(&mut pace, &mut t, 0, 2 * MIB, 10e6);
+        let (mut pace, t) = after_writing(2 * MIB, 10e6);
         let room_end = 16 * MIB - MIB / 2;
         // 10 ms for the 1,000 keys it copied: 200 kB of room at 10 MB/s...
         pace.swapped(Duration::from_millis(10), room(MIB, room_end, MIB), t);
@@ -301,9 +304,7 @@ mod tests {
     /// rate implied: compactions do not go on starting at the floor.
     #[test]
     fn a_writer_that_slowed_down_is_measured_again_before_the_start() {
-        let mut t = Instant::now();
-        let mut pace = Pace::new(0, 16 * MIB, 0, t);
-        write(&mut pace, &mut t, 0, 2 * MIB, 60e6);
+        let (mut pace, mut t) = after_writing(2 * MIB, 60e6);
         let room_end = 16 * MIB - MIB / 2;
         let journal = room(12 * MIB, room_end, 12 * MIB + 100_000);
         pace.swapped(Duration::from_millis(100), journal, t);
@@ -319,9 +320,7 @@ mod tests {
 
     #[test]
     fn a_failure_suspends_pacing_until_the_next_swap() {
-        let mut t = Instant::now();
-        let mut pace = Pace::new(0, 16 * MIB, 0, t);
-        write(&mut pace, &mut t, 0, 6 * MIB, 60e6);
+        let (mut pace, mut t) = after_writing(6 * MIB, 60e6);
         assert!(pace.latest_start < usize::MAX);
         pace.suspend();
         write(&mut pace, &mut t, 6 * MIB, 8 * MIB, 60e6);
