@@ -226,7 +226,9 @@ fn compaction_latency() {
     }
     println!(
         "store: writer latency over {writes} writes spanning {compactions} compactions of \
-         100,000 keys: {store_line}; baseline HashMap insert, same writes: {}",
+         100,000 keys: {store_line}, {} waited for room; baseline HashMap insert, same writes: \
+         {}",
+        store.stats().waits_for_room,
         percentiles(&mut latencies)
     );
 }

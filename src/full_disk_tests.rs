@@ -196,9 +196,14 @@ fn a_write_at_max_size_waits_for_a_compaction_that_started_after_it() {
     store.insert("k".into(), Value::Integer(0)).unwrap();
     // The held compaction has next to nothing to copy but what the writer appends meanwhile.
     store.compact().unwrap();
+    assert_eq!(store.stats().waits_for_room, 0);
     let (compaction, writer) = overwrite_through_a_held_compaction(&disk, &store);
     compaction.unwrap();
     writer.unwrap();
+    // The writer waited for room (30 kB of overwrites through a 16 KiB journal: more than
+    // once, each wait counted once).
+    let waits = store.stats().waits_for_room;
+    assert!((1..300).contains(&waits), "{:?}", store.stats());
     assert_eq!(
         store.get("k").unwrap(),
         Some(Value::from(format!("{:0>100}", 300)))

@@ -269,6 +269,9 @@ impl Shared {
                     max_size: self.config.max_size as u64,
                 });
             }
+            if waiting_since.is_none() {
+                self.stats.waits_for_room.fetch_add(1, Ordering::Relaxed);
+            }
             let since = *waiting_since.get_or_insert(w.compactions_started);
             if w.last_swapped <= since {
                 // The refusals that count are those of compactions this write waited for.

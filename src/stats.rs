@@ -10,6 +10,7 @@ pub(crate) struct Counters {
     pub(crate) inactive_capacity: AtomicU64,
     pub(crate) inactive_used: AtomicU64,
     pub(crate) data_loss: AtomicU64,
+    pub(crate) waits_for_room: AtomicU64,
     /// Bytes of records the last compaction copied under the writer lock (the writers wait
     /// for that copy; for tests and profiling).
     pub(crate) last_copied_under_lock: AtomicU64,
@@ -41,4 +42,9 @@ pub struct Stats {
     /// Damage found and worked around at open, or by a read-only store's `refresh` (see
     /// [`Event::DataLoss`](crate::Event::DataLoss)).
     pub data_loss_events: u64,
+    /// Writes since open that found the active journal full and waited for a compaction to
+    /// make room (each counted once, however long it waited). Compactions are paced so that
+    /// this stays 0 (see [`Builder::pace_compactions`](crate::Builder::pace_compactions));
+    /// writers that outrun the disk, or one batch that fills most of a journal, still wait.
+    pub waits_for_room: u64,
 }

@@ -404,6 +404,7 @@ impl KVStore {
             compactions: s.compactions.load(Ordering::Relaxed),
             last_compaction: (last > 0).then(|| Duration::from_nanos(last)),
             data_loss_events: s.data_loss.load(Ordering::Relaxed),
+            waits_for_room: s.waits_for_room.load(Ordering::Relaxed),
         }
     }
 }
