@@ -67,11 +67,13 @@ impl Builder {
     /// Whether automatic compactions start early enough to end before the writers, at the
     /// rate they are writing, fill the journal (default `true`). The store measures its
     /// writers' rate and the duration of its last compaction (scaled up when there are more
-    /// live keys to copy now; before the first, it guesses from the bytes to copy) and starts a compaction before the high-water mark when the
-    /// room left would not last twice that long, but never before an eighth of the usual
-    /// distance from the live data to the point where a compaction would start. Off, compactions start at the mark (or earlier only after
-    /// writers had to wait for one), which makes fewer compactions and lets fast writers wait
-    /// for the swap whenever a compaction takes longer than the room left lasts.
+    /// live keys to copy now; before the first, it guesses from the bytes to copy) and starts
+    /// a compaction before the high-water mark when the room left would not last twice that
+    /// long, but never before an eighth of the usual distance from the live data to the point
+    /// where a compaction would start. Off, compactions start at the mark (or earlier only
+    /// after writers had to wait for one), which makes fewer compactions and lets fast writers
+    /// wait for the swap whenever a compaction takes longer than the room left lasts.
+    /// [`Stats::waits_for_room`](crate::Stats::waits_for_room) counts those waits.
     pub fn pace_compactions(mut self, pace: bool) -> Self {
         self.pace_compactions = pace;
         self
