@@ -14,7 +14,7 @@ use crate::journal::copied::CopiedBackend;
 use crate::journal::format::Op;
 use crate::journal::mmap::FileBackend;
 use crate::journal::recovery::{self, Note, Tail};
-use crate::journal::storage::Backend;
+use crate::journal::storage::{Backend, Slot};
 use crate::options::Builder;
 use crate::pace::Pace;
 use crate::shared::{Shared, Writer, hwm_pos};
@@ -97,6 +97,20 @@ impl KVStore {
     /// ```
     pub fn open_read_only(base_path: impl AsRef<Path>) -> Result<KVStore> {
         Builder::new(base_path.as_ref()).read_only(true).open()
+    }
+
+    /// The two journal files of a store at `base_path`: the extensions `.jrna` and `.jrnb`
+    /// are appended to it. For backups and tools; a copy of a store is both files, taken
+    /// while no process writes it (or with [`KVStore::sync`] called and writes paused).
+    ///
+    /// ```
+    /// let [a, b] = resilient_kv::KVStore::journal_paths("data/app.db");
+    /// assert_eq!(a, std::path::Path::new("data/app.db.jrna"));
+    /// assert_eq!(b, std::path::Path::new("data/app.db.jrnb"));
+    /// ```
+    pub fn journal_paths(base_path: impl AsRef<Path>) -> [std::path::PathBuf; 2] {
+        let base = base_path.as_ref();
+        [Slot::A.path(base), Slot::B.path(base)]
     }
 
     pub(crate) fn open_with(config: Builder) -> Result<KVStore> {

@@ -74,6 +74,21 @@ fn fails(args: &[&str], code: i32) -> String {
     err
 }
 
+/// For one test: the tool to itself (see `one_at_a_time`), a fresh directory, and the base
+/// path `name` of a store in it.
+fn scratch(
+    name: &str,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    PathBuf,
+) {
+    let serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join(name);
+    (serial, dir, base)
+}
+
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -100,9 +115,7 @@ fn dir_entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn set_get_rm_dump_stats_compact_verify() {
-    let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("app");
+    let (_serial, _dir, base) = scratch("app");
     let b = s(&base);
 
     ok(&["set", b, "theme", r#""dark""#, "--create"]);
@@ -183,9 +196,7 @@ fn set_get_rm_dump_stats_compact_verify() {
 /// out of `dump` as a JSON number and goes back in through `load` unchanged.
 #[test]
 fn numbers_keep_every_digit_through_set_get_dump_and_load() {
-    let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("app");
+    let (_serial, dir, base) = scratch("app");
     let b = s(&base);
     ok(&["set", b, "big", "18446744073709551616", "--create"]);
     assert_eq!(ok(&["get", b, "big"]), "18446744073709551616\n");
@@ -213,9 +224,7 @@ fn numbers_keep_every_digit_through_set_get_dump_and_load() {
 
 #[test]
 fn load_applies_json_lines_or_an_object_as_one_batch() {
-    let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("app");
+    let (_serial, dir, base) = scratch("app");
     let b = s(&base);
 
     // JSON lines from a file, into a new store.
@@ -276,9 +285,7 @@ fn load_applies_json_lines_or_an_object_as_one_batch() {
 
 #[test]
 fn bad_arguments_are_one_line_and_exit_2() {
-    let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("app");
+    let (_serial, _dir, base) = scratch("app");
     let b = s(&base);
     ok(&["set", b, "k", "1", "--create"]);
     for args in [
@@ -324,9 +331,7 @@ fn bad_arguments_are_one_line_and_exit_2() {
 
 #[test]
 fn a_missing_store_is_a_clear_error_and_creates_nothing() {
-    let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("nothing");
+    let (_serial, dir, base) = scratch("nothing");
     let b = s(&base);
     let input = dir.path().join("in.json");
     std::fs::write(&input, "{\"a\": 1}").unwrap();
@@ -362,9 +367,7 @@ fn a_missing_store_is_a_clear_error_and_creates_nothing() {
 
 #[test]
 fn read_only_commands_never_write() {
-    let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("app");
+    let (_serial, dir, base) = scratch("app");
     let b = s(&base);
     {
         // A small journal left past the default high-water mark (written with the mark at 1.0,
@@ -412,9 +415,7 @@ fn read_only_commands_never_write() {
 
 #[test]
 fn verify_reports_damage_with_its_offset_and_exit_1() {
-    let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("app");
+    let (_serial, _dir, base) = scratch("app");
     let b = s(&base);
     {
         let store = KVStore::new(&base, 64 * 1024, None, None).unwrap();
@@ -490,9 +491,7 @@ fn verify_reports_damage_with_its_offset_and_exit_1() {
 
 #[test]
 fn verify_checks_the_inactive_journal_and_a_recovered_header() {
-    let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("app");
+    let (_serial, _dir, base) = scratch("app");
     let b = s(&base);
     {
         let store = KVStore::new(&base, 64 * 1024, None, None).unwrap();
@@ -548,9 +547,7 @@ fn verify_checks_the_inactive_journal_and_a_recovered_header() {
 
 #[test]
 fn closing_stdout_early_is_not_an_error() {
-    let _serial = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("app");
+    let (_serial, _dir, base) = scratch("app");
     {
         let store = KVStore::new(&base, 1024 * 1024, None, None).unwrap();
         for i in 0..20_000 {

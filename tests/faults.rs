@@ -16,7 +16,7 @@
 //! Runtime with `cargo test --release --test faults`: under 0.1 s (one mount per disk-full test).
 
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,15 +125,6 @@ impl Drop for Deadline {
 
 fn is_enospc(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == ErrorKind::StorageFull)
-}
-
-fn journal_files(base: &Path) -> [PathBuf; 2] {
-    ["jrna", "jrnb"].map(|ext| {
-        let mut name = base.as_os_str().to_owned();
-        name.push(".");
-        name.push(ext);
-        PathBuf::from(name)
-    })
 }
 
 #[test]
@@ -309,7 +300,7 @@ fn a_second_process_gets_locked_and_changes_nothing() {
     store.compact().unwrap();
     store.insert("after".into(), Value::Integer(50)).unwrap();
     store.sync().unwrap();
-    let files = journal_files(&base);
+    let files = KVStore::journal_paths(&base);
     let before = files.each_ref().map(|f| std::fs::read(f).unwrap());
 
     let outcome = run_child(&base);

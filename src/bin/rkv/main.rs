@@ -341,7 +341,7 @@ fn open_writer(base: &Path, create: bool) -> Result<KVStore, Failure> {
     let mut builder = KVStore::builder(base);
     if !create || exists(base) {
         require_store(base)?;
-        let largest = journal_paths(base)
+        let largest = KVStore::journal_paths(base)
             .iter()
             .filter_map(|p| fs::metadata(p).ok())
             .map(|m| usize::try_from(m.len()).unwrap_or(usize::MAX))
@@ -354,24 +354,15 @@ fn open_writer(base: &Path, create: bool) -> Result<KVStore, Failure> {
     Ok(builder.open()?)
 }
 
-fn journal_paths(base: &Path) -> [PathBuf; 2] {
-    ["jrna", "jrnb"].map(|ext| {
-        let mut name = base.as_os_str().to_owned();
-        name.push(".");
-        name.push(ext);
-        PathBuf::from(name)
-    })
-}
-
 fn exists(base: &Path) -> bool {
-    journal_paths(base).iter().any(|p| p.exists())
+    KVStore::journal_paths(base).iter().any(|p| p.exists())
 }
 
 fn require_store(base: &Path) -> Result<(), Failure> {
     if exists(base) {
         return Ok(());
     }
-    let [a, b] = journal_paths(base);
+    let [a, b] = KVStore::journal_paths(base);
     fail(format!(
         "no store at {}: neither {} nor {} exists",
         base.display(),
