@@ -5,8 +5,7 @@
 //! and decodes only the values that survive. A record whose checksum holds but whose body is
 //! malformed (a bug or a forged file) ends the replay at that record, as damage does.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault};
+use std::hash::BuildHasher;
 
 use super::format::{
     self, FRAME_SIZE, FrameRead, HEADER_SIZE, MAX_KEY_LEN, OP_BATCH, OP_CLEAR, OP_COMMIT,
@@ -16,7 +15,9 @@ use crate::Value;
 use crate::bonjson::{self, DecodeOptions};
 
 mod split;
+mod table;
 use split::{split_attempt, split_point, sync_point};
+use table::KeyTable;
 
 /// One live entry, in the types the published map holds (made on the replay threads).
 pub(crate) type Entry = (std::sync::Arc<str>, std::sync::Arc<Value>);
@@ -35,8 +36,7 @@ pub(crate) struct Replayed {
 }
 
 /// The last operation seen for a key: the encoded value it put (decoded only if it
-/// survives), or `None` for a deletion (kept only by a worker whose part of the journal does
-/// not start at the beginning), and the start of the record it came from.
+/// survives), or `None` for a deletion, and the start of the record it came from.
 #[derive(Clone, Copy)]
 struct Pending<'a> {
     value: Option<&'a [u8]>,
@@ -89,33 +89,6 @@ struct Hashed<'a> {
     hash: u64,
     key: Key<'a>,
 }
-
-impl std::hash::Hash for Hashed<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-/// Hands a [`Hashed`] key's hash to the table unchanged.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl std::hash::Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is ever called; fold anything else in rather than drop it.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, hash: u64) {
-        self.0 = hash;
-    }
-}
-
-type Table<'a> = HashMap<Hashed<'a>, Pending<'a>, BuildHasherDefault<PassThrough>>;
 
 /// Journals at least this large replay on two threads (below it, starting a thread costs
 /// more than it saves).
@@ -182,7 +155,7 @@ fn whole_attempt(
     keys: Keys<'_>,
 ) -> Result<Replayed, usize> {
     let scanned = scan(bytes, HEADER_SIZE, limit, generation, decode, keys)?;
-    let entries = decode_live(scanned.live.into_iter(), decode)?;
+    let entries = decode_live(scanned.live.into_entries(), decode)?;
     Ok(Replayed {
         entries,
         end: scanned.end,
@@ -215,7 +188,7 @@ fn decode_live<'a>(
 /// What a scan of the records found: the last operation on every key, still pointing into
 /// the journal's bytes.
 struct Scanned<'a> {
-    live: Table<'a>,
+    live: KeyTable<'a>,
     end: usize,
     stop: FrameRead,
     committed: bool,
@@ -224,10 +197,19 @@ struct Scanned<'a> {
     cleared: bool,
 }
 
+/// Records a scan reads ahead before applying them: enough for the table slots their keys
+/// probe to arrive from memory meanwhile, few enough that those slots are still cached.
+const READ_AHEAD: usize = 16;
+
+/// One operation of a record, parsed and hashed, waiting to be applied to the table.
+enum Parsed<'a> {
+    Put(Hashed<'a>, Pending<'a>),
+    Clear,
+}
+
 /// Reads the records of `generation` starting at `from` (a record start), while they start
-/// below `limit`, and resolves each key's last operation. A scan from the first record drops
-/// deleted keys; one from further on keeps deletions as such. `Err` holds the start of the
-/// first malformed record.
+/// below `limit`, and resolves each key's last operation (deletions stay in the table as
+/// such). `Err` holds the start of the first malformed record.
 fn scan<'a>(
     bytes: &'a [u8],
     from: usize,
@@ -238,77 +220,64 @@ fn scan<'a>(
 ) -> Result<Scanned<'a>, usize> {
     // Keys arrive hashed (by a randomly seeded fast hasher: these tables only live during
     // open or one compaction, and SipHash was a fifth of the replay's instructions).
-    let mut part = Part {
-        live: HashMap::default(),
-        keys,
-        keep_deletions: from > HEADER_SIZE,
-        cleared: false,
-    };
+    let mut live = KeyTable::new();
+    let mut cleared = false;
     let mut pos = from;
     let mut committed = false;
     let frames = format::Frames::new(generation);
+    let mut ahead = Vec::with_capacity(READ_AHEAD);
     let stop = loop {
-        if pos >= limit {
-            break if limit < bytes.len() {
-                FrameRead::Torn
-            } else {
-                FrameRead::Zero
-            };
-        }
-        let rest = bytes.get(pos..).unwrap_or_default();
-        match frames.read(rest) {
-            FrameRead::Record { len } => {
-                let body = rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default();
-                apply(body, pos, &mut part, decode).ok_or(pos)?;
-                committed |= format::decode_commit(body) == Some(generation);
-                pos += FRAME_SIZE + len;
+        // Parse a run of records, asking for the slots of their keys, then apply them.
+        let mut stop = None;
+        while ahead.len() < READ_AHEAD {
+            if pos >= limit {
+                stop = Some(if limit < bytes.len() {
+                    FrameRead::Torn
+                } else {
+                    FrameRead::Zero
+                });
+                break;
             }
-            other => break other,
+            let rest = bytes.get(pos..).unwrap_or_default();
+            match frames.read(rest) {
+                FrameRead::Record { len } => {
+                    let body = rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default();
+                    let before = ahead.len();
+                    parse(body, pos, keys, decode, &mut ahead).ok_or(pos)?;
+                    for op in ahead.get(before..).unwrap_or_default() {
+                        if let Parsed::Put(key, _) = op {
+                            live.prefetch(key.hash);
+                        }
+                    }
+                    committed |= format::decode_commit(body) == Some(generation);
+                    pos += FRAME_SIZE + len;
+                }
+                other => {
+                    stop = Some(other);
+                    break;
+                }
+            }
+        }
+        for op in ahead.drain(..) {
+            match op {
+                Parsed::Put(key, pending) => live.insert(key, pending),
+                Parsed::Clear => {
+                    live.clear();
+                    cleared = true;
+                }
+            }
+        }
+        if let Some(stop) = stop {
+            break stop;
         }
     };
     Ok(Scanned {
-        live: part.live,
+        live,
         end: pos,
         stop,
         committed,
-        cleared: part.cleared,
+        cleared,
     })
-}
-
-/// One worker's table as records are applied to it.
-struct Part<'a, 'h> {
-    live: Table<'a>,
-    keys: Keys<'h>,
-    keep_deletions: bool,
-    cleared: bool,
-}
-
-impl<'a> Part<'a, '_> {
-    fn put(&mut self, key: &'a [u8], value: &'a [u8], offset: usize) {
-        let pending = Pending {
-            value: Some(value),
-            offset,
-        };
-        self.live.insert(self.keys.hashed(key), pending);
-    }
-
-    fn delete(&mut self, key: &'a [u8], offset: usize) {
-        let key = self.keys.hashed(key);
-        if self.keep_deletions {
-            let pending = Pending {
-                value: None,
-                offset,
-            };
-            self.live.insert(key, pending);
-        } else {
-            self.live.remove(&key);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.live.clear();
-        self.cleared = true;
-    }
 }
 
 /// One live key of a journal as compaction copies it: raw key and encoded value bytes.
@@ -349,7 +318,7 @@ pub(crate) fn live_records<'a>(
     }
     let mut records: Vec<LiveRecord<'a>> = scanned
         .live
-        .into_iter()
+        .into_entries()
         .filter_map(|(key, pending)| {
             Some(LiveRecord {
                 key: key.key,
@@ -363,27 +332,33 @@ pub(crate) fn live_records<'a>(
     Some(records)
 }
 
-/// Applies one record body; `None` if it is malformed.
-fn apply<'a>(
+/// Parses one record body into `out` (nothing for a commit marker); `None` if it is
+/// malformed.
+fn parse<'a>(
     body: &'a [u8],
     offset: usize,
-    part: &mut Part<'a, '_>,
+    keys: Keys<'_>,
     decode: &DecodeOptions,
+    out: &mut Vec<Parsed<'a>>,
 ) -> Option<()> {
+    let put = |key, value| {
+        let pending = Pending { value, offset };
+        Parsed::Put(keys.hashed(key), pending)
+    };
     let (&code, rest) = body.split_first()?;
     match code {
         OP_PUT => {
             let (key, value) = key_and_rest(rest)?;
-            part.put(key, value, offset);
+            out.push(put(key, Some(value)));
         }
         OP_DELETE => {
             let (key, rest) = key_and_rest(rest)?;
             if !rest.is_empty() {
                 return None;
             }
-            part.delete(key, offset);
+            out.push(put(key, None));
         }
-        OP_CLEAR if rest.is_empty() => part.clear(),
+        OP_CLEAR if rest.is_empty() => out.push(Parsed::Clear),
         OP_COMMIT => {}
         OP_BATCH => {
             let (count, mut rest) = varint(rest)?;
@@ -399,11 +374,11 @@ fn apply<'a>(
                         // well formed); a surviving value is decoded again at the end.
                         let options = for_value(decode, after.len());
                         let (_, used) = bonjson::decode_prefix(after, &options).ok()?;
-                        part.put(key, after.get(..used)?, offset);
+                        out.push(put(key, Some(after.get(..used)?)));
                         rest = after.get(used..)?;
                     }
                     OP_DELETE => {
-                        part.delete(key, offset);
+                        out.push(put(key, None));
                         rest = after;
                     }
                     _ => return None,

@@ -73,7 +73,7 @@ pub(super) fn split_attempt(
     let first = first?;
     if first.end < sync {
         // Replay stops before the second worker's part, which then does not count.
-        let entries = decode_live(first.live.into_iter(), decode)?;
+        let entries = decode_live(first.live.into_entries(), decode)?;
         return Ok(Replayed {
             entries,
             end: first.end,
