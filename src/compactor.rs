@@ -104,8 +104,9 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
             w.compacting = false;
             w.failures += 1;
             w.last_failed = number;
-            // The writers that needed room get `Full` (they watch `failures`); a later write
-            // that needs room says so again. Left set, the room would make every later
+            w.last_failure = Some(duplicate_error(e));
+            // The writers that needed room get this error (they watch `failures`); a later
+            // write that needs room says so again. Left set, the room would make every later
             // compaction try to grow for a write nobody is making any more.
             w.room_needed = 0;
             w.waited_for_room = false;
@@ -129,31 +130,36 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
     w.compacting = false;
     w.failures += 1;
     w.last_failed = u64::MAX;
+    w.last_failure = Some(shared.poison_error());
     shared.swapped.notify_all();
 }
 
 fn duplicate(outcome: &Result<()>) -> Result<()> {
-    match outcome {
-        Ok(()) => Ok(()),
-        Err(Error::Full { needed, max_size }) => Err(Error::Full {
+    outcome.as_ref().map_err(duplicate_error).copied()
+}
+
+/// A copy of a compaction's error, for each caller that waited for it.
+pub(crate) fn duplicate_error(error: &Error) -> Error {
+    match error {
+        Error::Full { needed, max_size } => Error::Full {
             needed: *needed,
             max_size: *max_size,
-        }),
-        Err(Error::Poisoned { reason }) => Err(Error::Poisoned {
+        },
+        Error::Poisoned { reason } => Error::Poisoned {
             reason: reason.clone(),
-        }),
+        },
         // The operating system's error kind and the file survive the copy (an `io::Error`
         // cannot be cloned), so callers can still match on, say, `StorageFull`.
-        Err(Error::Io { op, path, source }) => Err(Error::Io {
+        Error::Io { op, path, source } => Error::Io {
             op,
             path: path.clone(),
             source: io::Error::new(source.kind(), source.to_string()),
-        }),
-        Err(other) => Err(Error::Io {
+        },
+        other => Error::Io {
             op: "compact",
             path: std::path::PathBuf::new(),
             source: io::Error::other(other.to_string()),
-        }),
+        },
     }
 }
 

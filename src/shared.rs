@@ -56,13 +56,15 @@ pub(crate) struct Writer {
     pub(crate) growth_refused: u64,
     /// Compactions numbered so far (the compactor numbers each as it picks it up, before it
     /// takes its start position), and the number of the last one that swapped: a writer
-    /// waiting for room gives up with `Full` only after a compaction numbered after it began
-    /// waiting has swapped or failed, never on one that was already running (which may not
+    /// waiting for room gives up (with `Full`, or a failed compaction's error) only after a
+    /// compaction numbered after it began waiting has swapped or failed, never on one that was already running (which may not
     /// have seen the garbage its overwrites made, nor the room it needs).
     pub(crate) compactions_started: u64,
     pub(crate) last_swapped: u64,
     /// The number of the last compaction that failed (see `compactions_started`).
     pub(crate) last_failed: u64,
+    /// Its error, which the writers that waited for it get.
+    pub(crate) last_failure: Option<Error>,
     /// The generation whose high-water mark already fired the callback.
     pub(crate) hwm_fired: u64,
     /// Position past which the next automatic compaction starts.
@@ -105,6 +107,24 @@ impl Writer {
 thread_local! {
     /// Each writing thread's buffer for encoding record bodies (no allocation per write).
     static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The size of the record for a body of `body_len` bytes, or `TooLarge` if no journal of
+/// `max_size` could ever hold it: removals may use the journal's reserve (1/32 of it), anything
+/// that can add data may not, so such a record is refused now rather than after growing the
+/// journals and waiting for compactions. A frame's length field has 32 bits, which bounds the
+/// body too, whatever `max_size` allows.
+fn check_record_size(body_len: usize, removal_only: bool, max_size: usize) -> Result<usize> {
+    let size = Journal::record_size(body_len);
+    let reserve = if removal_only { 0 } else { max_size / 32 };
+    let max_records = max_size.saturating_sub(HEADER_SIZE + 64 + reserve);
+    if size > max_records || u32::try_from(body_len).is_err() {
+        return Err(Error::TooLarge {
+            size: size as u64,
+            max_size: max_size as u64,
+        });
+    }
+    Ok(size)
 }
 
 pub(crate) fn hwm_pos(config: &Builder, capacity: usize) -> usize {
@@ -208,29 +228,11 @@ impl Shared {
     where
         O: AsRef<[Op]> + IntoIterator<Item = Op>,
     {
-        let size = Journal::record_size(body.len());
-        // Removals may use the journal's reserve (1/32 of it); anything that can add data may
-        // not, so a record that could never fit even a journal of `max_size` is refused now
-        // rather than after growing the journals and waiting for compactions.
         let removal_only = ops
             .as_ref()
             .iter()
             .all(|op| matches!(op, Op::Delete(_) | Op::Clear));
-        let reserve = if removal_only {
-            0
-        } else {
-            self.config.max_size / 32
-        };
-        let max_records = self
-            .config
-            .max_size
-            .saturating_sub(HEADER_SIZE + 64 + reserve);
-        if size > max_records {
-            return Err(Error::TooLarge {
-                size: size as u64,
-                max_size: self.config.max_size as u64,
-            });
-        }
+        let size = check_record_size(body.len(), removal_only, self.config.max_size)?;
 
         let mut w = self.writer.lock();
         // Set when this write first finds no room: the compactions started by then.
@@ -252,13 +254,18 @@ impl Shared {
             }
             // The journal is full: a compaction must make room. Writers wait; a write never
             // fails only because compaction is behind. It fails with `Full` only when a
-            // compaction at the largest allowed size still leaves no room.
+            // compaction at the largest allowed size still leaves no room, and with the
+            // compaction's own error when one failed.
             // Only compactions numbered after this write began waiting decide it: one of them
             // failed, or swapped and still left no room at the largest size (or could not
             // grow). Checked after the append failed again, so a swap that made room always
             // gets its chance first.
             let failed_since = waiting_since.is_some_and(|since| w.last_failed > since);
             let compacted_since = waiting_since.is_some_and(|since| w.last_swapped > since);
+            if failed_since && let Some(failure) = &w.last_failure {
+                // Not `Full`: the store may well have room, once a compaction succeeds.
+                return Err(crate::compactor::duplicate_error(failure));
+            }
             if failed_since
                 || compacted_since
                     && (w.active.capacity() >= self.config.max_size
@@ -385,5 +392,35 @@ impl Shared {
             journal = Arc::clone(&w.active);
             end = w.active.end();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::format::FRAME_SIZE;
+
+    #[test]
+    fn a_body_past_the_frames_32_bit_length_is_too_large_whatever_max_size_allows() {
+        let max_size = 16 << 30;
+        let largest = u32::MAX as usize;
+        assert!(check_record_size(largest, false, max_size).is_ok());
+        assert!(matches!(
+            check_record_size(largest + 1, false, max_size),
+            Err(Error::TooLarge { .. })
+        ));
+        assert!(matches!(
+            check_record_size(largest + 1, true, max_size),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn only_removals_may_use_the_reserve() {
+        let max_size = 1 << 20;
+        let fits_reserve = max_size - HEADER_SIZE - 64 - FRAME_SIZE - 100;
+        assert!(check_record_size(fits_reserve, true, max_size).is_ok());
+        assert!(check_record_size(fits_reserve, false, max_size).is_err());
+        assert!(check_record_size(100, false, max_size).is_ok());
     }
 }

@@ -234,6 +234,7 @@ impl KVStore {
                 compactions_started: 0,
                 last_swapped: 0,
                 last_failed: 0,
+                last_failure: None,
                 waited_for_room: false,
                 early: Default::default(),
                 pace,

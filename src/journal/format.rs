@@ -267,7 +267,12 @@ impl Frames {
             } else {
                 0
             };
-            *budget = budget.checked_sub(checked)?;
+            let Some(left) = budget.checked_sub(checked) else {
+                // Spent: a caller that must not take "nothing found" for an answer sees 0.
+                *budget = 0;
+                return None;
+            };
+            *budget = left;
             if let FrameRead::Record { len } = self.read(region) {
                 return Some((frame_at, len));
             }

@@ -335,24 +335,33 @@ fn proven_generation(c: &mut Candidate, min: u64) -> Option<u64> {
 fn proven_in(bytes: &[u8], min: u64) -> Option<u64> {
     let head = bytes.get(HEADER_SIZE + 4..HEADER_SIZE + 8)?;
     let low = u64::from(u32::from_le_bytes(head.try_into().ok()?));
-    let high = min & !0xffff_ffff;
-    let mut g = high | low;
+    let mut g = (min & !0xffff_ffff) | low;
     if g < min {
         g = g.checked_add(1 << 32)?;
     }
-    if g > format::MAX_GENERATION {
-        return None;
-    }
+    // Frames keep only the low 32 bits: try the next 2^32 up too (a store whose generation
+    // once jumped by 2^32 past unattributable records, see `unattributed_generation`).
+    [Some(g), g.checked_add(1 << 32)]
+        .into_iter()
+        .flatten()
+        .find(|&g| g <= format::MAX_GENERATION && holds_commit_of(bytes, g))
+}
+
+/// Whether the records of `generation` from the first record position run to its commit
+/// marker.
+fn holds_commit_of(bytes: &[u8], generation: u64) -> bool {
     let mut pos = HEADER_SIZE;
-    let frames = format::Frames::new(g);
-    while let FrameRead::Record { len } = frames.read(bytes.get(pos..)?) {
-        let body = bytes.get(pos + FRAME_SIZE..pos + FRAME_SIZE + len)?;
-        if format::decode_commit(body) == Some(g) {
-            return Some(g);
+    let frames = format::Frames::new(generation);
+    while let Some(FrameRead::Record { len }) = bytes.get(pos..).map(|rest| frames.read(rest)) {
+        let Some(body) = bytes.get(pos + FRAME_SIZE..pos + FRAME_SIZE + len) else {
+            return false;
+        };
+        if format::decode_commit(body) == Some(generation) {
+            return true;
         }
         pos += FRAME_SIZE + len;
     }
-    None
+    false
 }
 
 /// A new store on files that hold nothing yet. With `min_len` 0 (a read-only open, or a check
@@ -562,8 +571,10 @@ fn generation_hint(loser: &mut Candidate, elected: u64) -> u64 {
 /// For a file whose header is gone but which holds records: the newest generation any of them
 /// belongs to, so that the next compaction takes a number above it (reusing it would let those
 /// records verify again). Compaction attempts are few, so the generations just above the
-/// elected one are searched; if none matches, a jump of 2^32 keeps the low 32 bits every frame
-/// stores but changes every checksum seed.
+/// elected one are searched. If none matches and the first record is of an older generation
+/// (the stale journal every store keeps), no attempt since wrote there: every attempt writes
+/// its first record at that spot. Only records nobody can attribute make a jump of 2^32, which
+/// keeps the low 32 bits every frame stores but changes every checksum seed.
 fn unattributed_generation(loser: &mut Candidate, elected: u64) -> u64 {
     const SEARCHED: u64 = 64;
     if matches!(loser.header, HeaderRead::Valid(_)) {
@@ -573,12 +584,35 @@ fn unattributed_generation(loser: &mut Candidate, elected: u64) -> u64 {
         if !bytes.get(HEADER_SIZE..).is_some_and(any_non_zero) {
             return 0;
         }
-        (1..=SEARCHED)
+        let newer = (1..=SEARCHED)
             .map(|k| elected.saturating_add(k))
             .filter(|&g| next_valid_record(bytes, HEADER_SIZE, g).is_some())
-            .max()
-            .unwrap_or(elected.saturating_add(1 << 32))
+            .max();
+        match newer {
+            Some(g) => g,
+            None if first_record_is_older(bytes, elected) => 0,
+            None => elected.saturating_add(1 << 32),
+        }
     })
+}
+
+/// Whether the first record of `bytes` is a valid record of a generation at most `elected`.
+fn first_record_is_older(bytes: &[u8], elected: u64) -> bool {
+    let Some(low) = bytes
+        .get(HEADER_SIZE + 4..HEADER_SIZE + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(|b: [u8; 4]| u64::from(u32::from_le_bytes(b)))
+    else {
+        return false;
+    };
+    let same_high = (elected & !0xffff_ffff) | low;
+    let older = if same_high <= elected {
+        Some(same_high)
+    } else {
+        same_high.checked_sub(1 << 32)
+    };
+    let rest = bytes.get(HEADER_SIZE..).unwrap_or_default();
+    older.is_some_and(|g| matches!(format::read_frame(rest, g), FrameRead::Record { .. }))
 }
 
 /// The end of the last record of `generation` that starts at or after `from`, if any: proof
@@ -587,8 +621,10 @@ fn unattributed_generation(loser: &mut Candidate, elected: u64) -> u64 {
 /// The search checksums every candidate frame for the bodies they claim, at most twice the
 /// file's length in all: the records of a genuine journal claim less than its length, but
 /// values crafted to hold many frame images of a coming generation, each claiming a long body,
-/// could otherwise make every open take hours. Past that budget it answers with the records
-/// found so far (none: no proof of damage).
+/// could otherwise make every open take hours. Past that budget it cannot tell, so it answers
+/// that valid records may run to the end of the file: the open then treats what follows as
+/// damage (reported, and rewritten away), never as the end of the data that new records
+/// could land in front of.
 pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
     let frames = format::Frames::new(generation);
     let mut budget = bytes.len().saturating_mul(2);
@@ -600,5 +636,57 @@ pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> O
         last = Some(frame_at + FRAME_SIZE + len);
         search = frame_at + 1;
     }
+    if budget == 0 {
+        return Some(bytes.len());
+    }
     last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal image of `generation` with no header: one put, then the commit marker.
+    fn headerless_journal(generation: u64) -> Vec<u8> {
+        let mut bytes = vec![0_u8; HEADER_SIZE];
+        let mut put = Vec::new();
+        format::encode_put(
+            "k",
+            &crate::Value::Integer(1),
+            &Default::default(),
+            &mut put,
+        )
+        .unwrap();
+        for body in [put.as_slice(), &format::encode_commit(generation)] {
+            bytes.extend_from_slice(&format::frame(generation, body));
+            bytes.extend_from_slice(body);
+        }
+        bytes.resize(bytes.len() + 64, 0);
+        bytes
+    }
+
+    #[test]
+    fn records_prove_a_generation_past_2_pow_32() {
+        let generation = (1 << 32) + 5;
+        let bytes = headerless_journal(generation);
+        assert_eq!(proven_in(&bytes, 1), Some(generation));
+        assert_eq!(proven_in(&bytes, 6), Some(generation));
+        assert_eq!(proven_in(&bytes, generation + 1), None);
+        assert_eq!(proven_in(&headerless_journal(5), 1), Some(5));
+    }
+
+    #[test]
+    fn only_unattributable_records_jump_the_next_generation() {
+        let older = headerless_journal(3);
+        assert!(first_record_is_older(&older, 3));
+        assert!(first_record_is_older(&older, 9));
+        assert!(!first_record_is_older(&older, 2));
+        assert!(first_record_is_older(
+            &headerless_journal((1 << 32) + 1),
+            (1 << 32) + 7
+        ));
+        let mut garbage = older.clone();
+        garbage[HEADER_SIZE + FRAME_SIZE] ^= 1;
+        assert!(!first_record_is_older(&garbage, 9));
+    }
 }

@@ -379,7 +379,8 @@ fn a_value_that_expands_beyond_its_bytes_ends_the_replay() {
 /// The search for valid records beyond where replay stopped checksums at most twice the
 /// file's length: frame images claiming long bodies (inside values of a coming generation, in
 /// a reused file's stale tail) cannot make an open take hours. Past the budget it answers
-/// with what it found (here nothing, though a valid record follows them).
+/// that valid records may run to the end of the file (a valid record does follow them): the
+/// open then treats the rest as damage, never as room for new records.
 #[test]
 fn the_search_beyond_the_end_is_bounded() {
     let (bytes, real) = frame_images_then_a_record();
@@ -391,7 +392,7 @@ fn the_search_beyond_the_end_is_bounded() {
     );
     assert_eq!(
         crate::journal::recovery::next_valid_record(&bytes, HEADER_SIZE, GENERATION),
-        None
+        Some(bytes.len())
     );
     // A genuine record after damage is found as before.
     let mut damaged = bytes.clone();
