@@ -12,20 +12,55 @@ fn open(dir: &tempfile::TempDir) -> KVStore {
         .unwrap()
 }
 
-/// Note 3: a write that fails must not have been applied (cache and disk must agree).
+/// Note 3: a write that fails must not have been applied (cache and disk must agree). Each
+/// refusal comes at a later point of a write: a bad key, a value that does not encode, a
+/// record no journal could hold, and a write that waited for compactions at `max_size` and
+/// found no room (the last point before its record would be appended).
 #[test]
 fn field_note_3_a_failed_write_changes_nothing_in_memory_or_on_disk() {
     let dir = tempfile::tempdir().unwrap();
+    let open_small = || {
+        KVStore::builder(dir.path().join("notes"))
+            .buffer_size(16 * 1024)
+            .max_size(64 * 1024)
+            .open()
+            .unwrap()
+    };
+    let mut acknowledged = Vec::new();
     {
-        let store = open(&dir);
+        let store = open_small();
         store.insert("k".into(), Value::Integer(1)).unwrap();
-        let err = store
-            .insert("k".into(), Value::from(vec![Value::Float(f64::NAN)]))
-            .unwrap_err();
-        assert!(matches!(err, Error::InvalidValue(_)));
+        let refused = [
+            store.insert(String::new(), Value::Integer(2)),
+            store.insert("k".into(), Value::from(vec![Value::Float(f64::NAN)])),
+            store.insert("k".into(), Value::from("x".repeat(64 * 1024))),
+        ];
+        assert!(matches!(refused[0], Err(Error::InvalidKey { .. })));
+        assert!(matches!(refused[1], Err(Error::InvalidValue(_))));
+        assert!(matches!(refused[2], Err(Error::TooLarge { .. })));
         assert_eq!(store.get("k").unwrap(), Some(Value::Integer(1)));
+        // Distinct keys of 1 KiB until the journals at `max_size` hold no more.
+        let full = loop {
+            let key = format!("fill{:03}", acknowledged.len());
+            assert!(acknowledged.len() < 200, "no Full after 200 KiB");
+            match store.insert(key.clone(), Value::from("v".repeat(1024))) {
+                Ok(_) => acknowledged.push(key),
+                Err(e) => break (key, e),
+            }
+        };
+        assert!(matches!(full.1, Error::Full { .. }), "{:?}", full.1);
+        assert_eq!(store.get(&full.0).unwrap(), None);
+        assert_eq!(store.len(), acknowledged.len() + 1);
+        acknowledged.push(full.0);
     }
-    assert_eq!(open(&dir).get("k").unwrap(), Some(Value::Integer(1)));
+    let store = open_small();
+    let refused_key = acknowledged.pop().unwrap();
+    assert_eq!(store.get(&refused_key).unwrap(), None);
+    assert_eq!(store.get("k").unwrap(), Some(Value::Integer(1)));
+    for key in &acknowledged {
+        assert!(store.contains_key(key), "{key} lost");
+    }
+    assert_eq!(store.len(), acknowledged.len() + 1);
 }
 
 /// Note 5: small buffers and deep values are typed errors, never panics or aborts.

@@ -171,14 +171,25 @@ fn bad_input_is_refused_with_typed_errors() {
         store.insert(String::new(), Value::Integer(1)),
         Err(Error::InvalidKey { .. })
     ));
+    // The documented limit is inclusive.
+    let longest = "k".repeat(resilient_kv::MAX_KEY_LEN);
+    store.insert(longest.clone(), Value::Integer(1)).unwrap();
+    assert_eq!(store.get(&longest).unwrap(), Some(Value::Integer(1)));
+    assert!(store.remove(&longest).unwrap().is_some());
     assert!(matches!(
-        store.insert("k".repeat(5000), Value::Integer(1)),
+        store.insert("k".repeat(resilient_kv::MAX_KEY_LEN + 1), Value::Integer(1)),
         Err(Error::InvalidKey { .. })
     ));
     assert!(matches!(
-        store.insert("f".into(), Value::Float(f64::INFINITY)),
-        Err(Error::InvalidValue(_))
+        store.insert("a\0b".into(), Value::Integer(1)),
+        Err(Error::InvalidKey { .. })
     ));
+    for bad in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+        assert!(matches!(
+            store.insert("f".into(), Value::Float(bad)),
+            Err(Error::InvalidValue(_))
+        ));
+    }
     let mut deep = Value::Null;
     for _ in 0..1000 {
         deep = Value::Array(vec![deep]);
@@ -401,4 +412,52 @@ fn a_sparse_journal_is_allocated_at_open() {
             allocated(path)
         );
     }
+}
+
+/// A compaction is announced before it runs and reported after it with what it did: the
+/// generation it wrote, the retired journal's bytes and the new one's, and the live keys.
+#[test]
+fn compaction_events_say_what_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = KVStore::new(base(&dir), 64 * 1024, None, None).unwrap();
+    // Ten keys overwritten a hundred times each: the retired journal is mostly garbage.
+    for round in 0..100 {
+        for k in 0..10 {
+            store
+                .insert(format!("k{k}"), Value::Integer(round))
+                .unwrap();
+        }
+    }
+    let events = store.subscribe();
+    let used_before = store.stats().active_used;
+    store.compact().unwrap();
+    let stats = store.stats();
+    let events: Vec<Event> = events.try_iter().collect();
+    let started = events
+        .iter()
+        .position(|e| matches!(e, Event::CompactionStarted { generation } if *generation == stats.generation))
+        .unwrap_or_else(|| panic!("no start for generation {}: {events:?}", stats.generation));
+    let finished = events
+        .iter()
+        .position(|e| matches!(e, Event::CompactionFinished { generation, .. } if *generation == stats.generation))
+        .unwrap_or_else(|| panic!("no finish for generation {}: {events:?}", stats.generation));
+    assert!(started < finished, "{events:?}");
+    let Event::CompactionFinished {
+        bytes_before,
+        bytes_after,
+        live_keys,
+        duration,
+        ..
+    } = &events[finished]
+    else {
+        unreachable!()
+    };
+    assert_eq!(*live_keys, 10);
+    assert!(*bytes_before >= used_before, "{events:?}");
+    // Both count the 4 KiB header page.
+    assert!(*bytes_after < *bytes_before / 4, "{events:?}");
+    assert!(*bytes_after > 4096 + 10 * 4, "{events:?}");
+    assert_eq!(stats.active_used, *bytes_after);
+    assert!(*duration > std::time::Duration::ZERO);
+    assert_eq!(stats.last_compaction, Some(*duration));
 }
