@@ -35,6 +35,13 @@ fn active_slot(disk: &MemBackend) -> Slot {
     }
 }
 
+/// Zeroes the header of the journal in `slot`.
+fn zero_header(disk: &MemBackend, slot: Slot) {
+    disk.file(slot).lock()[..HEADER_SIZE]
+        .iter_mut()
+        .for_each(|b| *b = 0);
+}
+
 /// Offsets of the records in the active journal.
 fn record_offsets(disk: &MemBackend, slot: Slot, generation: u64) -> Vec<usize> {
     let bytes = disk.file(slot).lock().clone();
@@ -296,10 +303,7 @@ fn a_zeroed_header_of_the_newest_journal_does_not_elect_stale_data() {
         store.compact().unwrap();
         store.insert("newest".into(), Value::Integer(1)).unwrap();
     }
-    let slot = active_slot(&disk);
-    disk.file(slot).lock()[..HEADER_SIZE]
-        .iter_mut()
-        .for_each(|b| *b = 0);
+    zero_header(&disk, active_slot(&disk));
     let store = open(&disk).unwrap();
     assert_eq!(store.get("newest").unwrap(), Some(Value::Integer(1)));
     assert_eq!(store.len(), 21);
@@ -643,13 +647,6 @@ fn a_malformed_last_record_is_reported_not_taken_for_a_torn_one() {
             if *offset == end as u64 && *lost_bytes == (FRAME_SIZE + body.len()) as u64)),
         "{events:?}"
     );
-}
-
-/// Zeroes the header of the journal in `slot`.
-fn zero_header(disk: &MemBackend, slot: Slot) {
-    disk.file(slot).lock()[..HEADER_SIZE]
-        .iter_mut()
-        .for_each(|b| *b = 0);
 }
 
 /// A damaged header over a journal of an *older* generation (the stale file every store

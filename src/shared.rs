@@ -57,8 +57,9 @@ pub(crate) struct Writer {
     /// Compactions numbered so far (the compactor numbers each as it picks it up, before it
     /// takes its start position), and the number of the last one that swapped: a writer
     /// waiting for room gives up (with `Full`, or a failed compaction's error) only after a
-    /// compaction numbered after it began waiting has swapped or failed, never on one that was already running (which may not
-    /// have seen the garbage its overwrites made, nor the room it needs).
+    /// compaction numbered after it began waiting has swapped or failed, never on one that
+    /// was already running (which may not have seen the garbage its overwrites made, nor the
+    /// room it needs).
     pub(crate) compactions_started: u64,
     pub(crate) last_swapped: u64,
     /// The number of the last compaction that failed (see `compactions_started`).

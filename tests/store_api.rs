@@ -433,14 +433,17 @@ fn compaction_events_say_what_happened() {
     store.compact().unwrap();
     let stats = store.stats();
     let events: Vec<Event> = events.try_iter().collect();
-    let started = events
-        .iter()
-        .position(|e| matches!(e, Event::CompactionStarted { generation } if *generation == stats.generation))
-        .unwrap_or_else(|| panic!("no start for generation {}: {events:?}", stats.generation));
-    let finished = events
-        .iter()
-        .position(|e| matches!(e, Event::CompactionFinished { generation, .. } if *generation == stats.generation))
-        .unwrap_or_else(|| panic!("no finish for generation {}: {events:?}", stats.generation));
+    let current = stats.generation;
+    let position = |wanted: &dyn Fn(&Event) -> bool| {
+        let found = events.iter().position(wanted);
+        found.unwrap_or_else(|| panic!("generation {current}: {events:?}"))
+    };
+    let started = position(
+        &|e| matches!(e, Event::CompactionStarted { generation } if *generation == current),
+    );
+    let finished = position(
+        &|e| matches!(e, Event::CompactionFinished { generation, .. } if *generation == current),
+    );
     assert!(started < finished, "{events:?}");
     let Event::CompactionFinished {
         bytes_before,
