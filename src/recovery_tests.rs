@@ -380,6 +380,52 @@ fn sync_durability_reports_a_failed_flush_on_the_write() {
     ));
 }
 
+/// `Durability::Sync` writers that arrive while another one flushes share the next flush
+/// (group commit): five concurrent writes cost two syncs, not five, and all five are durable
+/// when they return.
+#[test]
+fn concurrent_sync_writers_share_flushes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let disk = MemBackend::recording(&crate::journal::storage::DiskImage::default());
+    let config = Builder::new(std::path::Path::new("mem"))
+        .buffer_size(64 * 1024)
+        .durability(crate::Durability::Sync);
+    let store = KVStore::open_on(config, &disk).unwrap();
+    store.insert("warm".into(), Value::Integer(0)).unwrap();
+    // Hold the first sync: its writer keeps the flush to itself while the other four append
+    // their records and queue behind it.
+    let first = AtomicBool::new(true);
+    disk.pause_when(Some(Box::new(move |op| {
+        matches!(op, DiskOp::Sync { .. }) && first.swap(false, Ordering::SeqCst)
+    })));
+    let before = disk.ops_done();
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..5)
+            .map(|t| {
+                let store = &store;
+                scope.spawn(move || store.insert(format!("t{t}"), Value::Integer(t)))
+            })
+            .collect();
+        wait_until("the first sync to be held", || disk.held() > 0);
+        wait_until("all five records to be appended", || store.len() == 6);
+        disk.release();
+        for writer in writers {
+            writer.join().unwrap().unwrap();
+        }
+    });
+    disk.pause_when(None);
+    let syncs = disk.ops()[before..]
+        .iter()
+        .filter(|op| matches!(op, DiskOp::Sync { .. }))
+        .count();
+    assert!((1..=2).contains(&syncs), "five concurrent writes, {syncs} syncs");
+    // Each returned durable: a power cut now keeps all of them.
+    let image = disk.image_at(disk.ops_done()).durable_only();
+    let after = MemBackend::recording(&image);
+    let store = open(&after).unwrap();
+    assert_eq!(store.len(), 6);
+}
+
 /// A compaction attempt that failed (or was cut short by a crash) leaves records of its
 /// generation in the inactive file. If a later compaction reused that generation number, those
 /// leftovers would verify: replay could run into them (resurrecting stale values) and damage
