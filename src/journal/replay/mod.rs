@@ -359,7 +359,10 @@ fn parse<'a>(
             out.push(put(key, None));
         }
         OP_CLEAR if rest.is_empty() => out.push(Parsed::Clear),
-        OP_COMMIT => {}
+        // Exactly a generation after the code, as `format::encode_commit` writes it.
+        OP_COMMIT => {
+            format::decode_commit(body)?;
+        }
         OP_BATCH => {
             let (count, mut rest) = varint(rest)?;
             if count > body.len() as u64 {
@@ -414,11 +417,21 @@ fn key_and_rest(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((rest.get(..len)?, rest.get(len..)?))
 }
 
+/// A LEB128 varint in its shortest form, as `format` writes it: a last byte of 0 after
+/// others (a longer spelling of a smaller number) or bits past the 64th make it malformed, so
+/// every number has one spelling and a forged one is refused like any malformed record.
 fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let mut value = 0_u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(b & 0x7f).checked_shl(7 * i as u32)?;
+        let bits = u64::from(b & 0x7f);
+        if i == 9 && bits > 1 {
+            return None;
+        }
+        value |= bits << (7 * i);
         if b & 0x80 == 0 {
+            if b == 0 && i > 0 {
+                return None;
+            }
             return Some((value, bytes.get(i + 1..)?));
         }
     }

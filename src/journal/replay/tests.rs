@@ -402,3 +402,55 @@ fn the_search_beyond_the_end_is_bounded() {
         Some(real + FRAME_SIZE + 1)
     );
 }
+
+/// Every number in a record has one spelling, the shortest, and a commit marker is exactly a
+/// code and a generation: a record (with a valid checksum) that spells a key length with a
+/// padding byte, carries bits past the 64th, or has a short or padded commit marker is
+/// malformed, and replay ends before it.
+#[test]
+fn loose_spellings_are_malformed() {
+    let canonical = body_of(&[Op::Put("key".into(), Value::Integer(1))]);
+    assert_eq!(&canonical[..2], &[OP_PUT, 3]);
+    let padded_length = [&[OP_PUT, 0x83, 0x00][..], &canonical[2..]].concat();
+    let past_64_bits = [
+        &[OP_PUT][..],
+        &[0x83, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02],
+        &canonical[2..],
+    ]
+    .concat();
+    let mut padded_count = body_of(&[
+        Op::Put("a".into(), Value::Integer(1)),
+        Op::Delete("b".into()),
+    ]);
+    assert_eq!(&padded_count[..2], &[OP_BATCH, 2]);
+    padded_count.splice(1..2, [0x82, 0x00]);
+    let commit = format::encode_commit(GENERATION);
+    let short_commit = commit[..5].to_vec();
+    let padded_commit = [&commit[..], &[0]].concat();
+    for (name, body) in [
+        ("padded key length", padded_length),
+        ("bits past the 64th", past_64_bits),
+        ("padded batch count", padded_count),
+        ("short commit marker", short_commit),
+        ("padded commit marker", padded_commit),
+    ] {
+        let (mut bytes, end) = journal_cut(&mut Rng::new(11), 50);
+        push_record(&mut bytes, &body);
+        push_record(
+            &mut bytes,
+            &body_of(&[Op::Put("after".into(), Value::Integer(2))]),
+        );
+        bytes.resize(bytes.len() + 4096, 0);
+        let (entries, stopped_at, _, _) = sequential(&bytes);
+        assert_eq!(stopped_at, end, "{name}");
+        assert!(entries.iter().all(|(key, _)| key != "after"), "{name}");
+    }
+    // The canonical spellings replay.
+    let (mut bytes, _) = journal_cut(&mut Rng::new(11), 50);
+    push_record(&mut bytes, &canonical);
+    push_record(&mut bytes, &commit);
+    bytes.resize(bytes.len() + 4096, 0);
+    let (entries, _, _, committed) = sequential(&bytes);
+    assert!(entries.contains(&("key".to_string(), Value::Integer(1))));
+    assert!(committed);
+}
