@@ -418,7 +418,10 @@ fn concurrent_sync_writers_share_flushes() {
         .iter()
         .filter(|op| matches!(op, DiskOp::Sync { .. }))
         .count();
-    assert!((1..=2).contains(&syncs), "five concurrent writes, {syncs} syncs");
+    assert!(
+        (1..=2).contains(&syncs),
+        "five concurrent writes, {syncs} syncs"
+    );
     // Each returned durable: a power cut now keeps all of them.
     let image = disk.image_at(disk.ops_done()).durable_only();
     let after = MemBackend::recording(&image);

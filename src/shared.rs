@@ -105,6 +105,32 @@ impl Writer {
     }
 }
 
+/// What became of a write that got as far as the writer lock.
+enum Written {
+    /// Appended and published; the value the first operation replaced, if asked for.
+    Applied(Option<Value>),
+    /// Its precondition no longer held: nothing was written.
+    Conflict,
+}
+
+/// A write's precondition: `key` still holds the very value (the same allocation) it held
+/// when the write was computed, or is still absent. Every put makes a new allocation and
+/// `seen` keeps the old one alive, so its address cannot come back for another value.
+struct Unchanged<'a> {
+    key: &'a str,
+    seen: Option<std::sync::Arc<Value>>,
+}
+
+impl Unchanged<'_> {
+    fn holds(&self, map: &crate::snapshot::Map) -> bool {
+        match (map.get(self.key), &self.seen) {
+            (None, None) => true,
+            (Some(now), Some(seen)) => std::sync::Arc::ptr_eq(now, seen),
+            _ => false,
+        }
+    }
+}
+
 thread_local! {
     /// Each writing thread's buffer for encoding record bodies (no allocation per write).
     static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -212,10 +238,55 @@ impl Shared {
                 format::check_key(key)?;
             }
         }
+        match self.encode_and_write(ops, want_previous, None)? {
+            Written::Applied(previous) => Ok(previous),
+            // Only a write with a precondition can meet a conflict.
+            Written::Conflict => Ok(None),
+        }
+    }
+
+    /// Replaces the value of `key` with what `f` computes from the current one, atomically
+    /// with respect to every other write; returns the value stored (`None`: removed, or left
+    /// absent). Optimistic: `f` runs without the writer lock, and if another write changed
+    /// `key` before this one could append, `f` runs again on the newer value.
+    pub(crate) fn update(
+        &self,
+        key: &str,
+        mut f: impl FnMut(Option<&Value>) -> Option<Value>,
+    ) -> Result<Option<Value>> {
+        self.check_writable()?;
+        self.check_poison()?;
+        format::check_key(key)?;
+        loop {
+            let seen = self.published.load().map.get(key).cloned();
+            let new = f(seen.as_deref()).filter(|value| !value.is_null());
+            let op = match &new {
+                Some(value) => Op::Put(key.to_owned(), value.clone()),
+                None if seen.is_none() => return Ok(None),
+                None => Op::Delete(key.to_owned()),
+            };
+            let unchanged = Unchanged { key, seen };
+            match self.encode_and_write([op], false, Some(&unchanged))? {
+                Written::Applied(_) => return Ok(new),
+                Written::Conflict => continue,
+            }
+        }
+    }
+
+    fn encode_and_write<O>(
+        &self,
+        ops: O,
+        want_previous: bool,
+        unchanged: Option<&Unchanged<'_>>,
+    ) -> Result<Written>
+    where
+        O: AsRef<[Op]> + IntoIterator<Item = Op>,
+    {
         let mut body = BODY.with(|b| std::mem::take(&mut *b.borrow_mut()));
         body.clear();
         let encoded = format::encode_body(ops.as_ref(), &self.limits, &mut body);
-        let result = encoded.and_then(|()| self.append_and_publish(&body, ops, want_previous));
+        let result =
+            encoded.and_then(|()| self.append_and_publish(&body, ops, want_previous, unchanged));
         BODY.with(|b| *b.borrow_mut() = body);
         result
     }
@@ -225,7 +296,8 @@ impl Shared {
         body: &[u8],
         ops: O,
         want_previous: bool,
-    ) -> Result<Option<Value>>
+        unchanged: Option<&Unchanged<'_>>,
+    ) -> Result<Written>
     where
         O: AsRef<[Op]> + IntoIterator<Item = Op>,
     {
@@ -241,6 +313,11 @@ impl Shared {
         let mut growth_refused = w.growth_refused;
         loop {
             self.check_poison()?;
+            // Under the lock (again after any wait for room, which released it), so that no
+            // write can come between this check and the append.
+            if unchanged.is_some_and(|u| !u.holds(&self.published.load().map)) {
+                return Ok(Written::Conflict);
+            }
             let limit = if removal_only {
                 w.active.capacity()
             } else {
@@ -359,7 +436,7 @@ impl Shared {
         if let Some(journal) = journal {
             self.sync_through(Some((journal, end)))?;
         }
-        Ok(previous)
+        Ok(Written::Applied(previous))
     }
 
     /// Flushes until the write ending at `target` (or everything so far) is durable, sharing

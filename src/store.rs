@@ -345,6 +345,52 @@ impl KVStore {
         self.shared.write([Op::Delete(key.to_owned())], true)
     }
 
+    /// Replaces the value of `key` with `f(current)`, atomically: no other write to `key` comes
+    /// between the value `f` saw and the one stored, so concurrent read-modify-writes (a
+    /// counter incremented from many threads) lose nothing. Returns the value now stored.
+    /// `f` returning `None` (or `Value::Null`) removes the key; for a key that is absent,
+    /// `None` writes nothing.
+    ///
+    /// `f` runs without the writer lock, so other writes go on meanwhile; if one of them
+    /// changed `key` before this write could append, `f` runs again on the newer value. Keep
+    /// it free of side effects, and do not write to the store from it (that write would
+    /// conflict with this one every time). On error nothing changed, as for
+    /// [`insert`](Self::insert).
+    ///
+    /// ```
+    /// # fn main() -> resilient_kv::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use resilient_kv::{KVStore, Value};
+    /// let store = std::sync::Arc::new(KVStore::new(dir.path().join("app"), 64 * 1024, None, None)?);
+    /// let increment = |current: Option<&Value>| {
+    ///     let count = current.and_then(Value::as_i64).unwrap_or(0);
+    ///     Some(Value::Integer(count + 1))
+    /// };
+    /// let threads: Vec<_> = (0..4)
+    ///     .map(|_| {
+    ///         let store = std::sync::Arc::clone(&store);
+    ///         std::thread::spawn(move || {
+    ///             for _ in 0..100 {
+    ///                 store.update("visits", increment).unwrap();
+    ///             }
+    ///         })
+    ///     })
+    ///     .collect();
+    /// for thread in threads {
+    ///     thread.join().unwrap();
+    /// }
+    /// assert_eq!(store.get("visits")?, Some(Value::Integer(400)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn update(
+        &self,
+        key: &str,
+        f: impl FnMut(Option<&Value>) -> Option<Value>,
+    ) -> Result<Option<Value>> {
+        self.shared.update(key, f)
+    }
+
     /// Applies every operation of `batch`, or none of them (also across a crash). An empty
     /// batch writes nothing, but is refused like any write by a read-only or poisoned store.
     pub fn write_batch(&self, batch: Batch) -> Result<()> {

@@ -464,3 +464,126 @@ fn compaction_events_say_what_happened() {
     assert!(*duration > std::time::Duration::ZERO);
     assert_eq!(stats.last_compaction, Some(*duration));
 }
+
+/// `update` is an atomic read-modify-write: counters incremented from several threads lose
+/// nothing, through compactions of a small journal, and a reopen finds the final counts.
+#[test]
+fn update_counts_from_many_threads_without_losing_increments() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        KVStore::builder(base(&dir))
+            .buffer_size(16 * 1024)
+            .open()
+            .unwrap()
+    };
+    let store = Arc::new(open());
+    let increment = |current: Option<&Value>| {
+        Some(Value::Integer(
+            current.and_then(Value::as_i64).unwrap_or(0) + 1,
+        ))
+    };
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..2_000 {
+                    store.update("shared", increment).unwrap();
+                    store.update(&format!("own{}", i % 4), increment).unwrap();
+                    // Plain writes in between, so that updates race other writers too.
+                    store
+                        .insert(format!("noise{t}"), Value::Integer(i))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(store.stats().compactions > 0, "{:?}", store.stats());
+    let check = |store: &KVStore| {
+        assert_eq!(store.get("shared").unwrap(), Some(Value::Integer(8_000)));
+        for k in 0..4 {
+            assert_eq!(
+                store.get(&format!("own{k}")).unwrap(),
+                Some(Value::Integer(2_000))
+            );
+        }
+    };
+    check(&store);
+    drop(store);
+    check(&open());
+}
+
+/// What `update` stores, returns and refuses.
+#[test]
+fn update_stores_removes_and_refuses_like_insert() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = KVStore::new(base(&dir), 64 * 1024, None, None).unwrap();
+    let set = |v: i64| move |_: Option<&Value>| Some(Value::Integer(v));
+    assert_eq!(store.update("k", set(1)).unwrap(), Some(Value::Integer(1)));
+    let mut seen = None;
+    let doubled = store
+        .update("k", |current| {
+            seen = current.cloned();
+            Some(Value::Integer(current?.as_i64()? * 2))
+        })
+        .unwrap();
+    assert_eq!(
+        (seen, doubled),
+        (Some(Value::Integer(1)), Some(Value::Integer(2)))
+    );
+    // Nothing to remove: nothing written.
+    let used = store.stats().active_used;
+    assert_eq!(store.update("absent", |_| None).unwrap(), None);
+    assert_eq!(store.stats().active_used, used);
+    // `None` and `Null` remove.
+    assert_eq!(store.update("k", |_| None).unwrap(), None);
+    assert!(!store.contains_key("k"));
+    store.update("k", set(3)).unwrap();
+    assert_eq!(store.update("k", |_| Some(Value::Null)).unwrap(), None);
+    assert!(!store.contains_key("k"));
+    // Refused like insert, and nothing changes.
+    store.update("k", set(4)).unwrap();
+    let nan = store.update("k", |_| Some(Value::Float(f64::NAN)));
+    assert!(matches!(nan, Err(Error::InvalidValue(_))), "{nan:?}");
+    let empty = store.update("", set(5));
+    assert!(matches!(empty, Err(Error::InvalidKey { .. })), "{empty:?}");
+    assert_eq!(store.get("k").unwrap(), Some(Value::Integer(4)));
+    assert_eq!(store.len(), 1);
+    drop(store);
+    let reader = KVStore::open_read_only(base(&dir)).unwrap();
+    assert!(matches!(
+        reader.update("k", set(6)),
+        Err(Error::ReadOnly { .. })
+    ));
+    assert_eq!(reader.get("k").unwrap(), Some(Value::Integer(4)));
+}
+
+/// When another write changes the key between the value `update` computed from and its
+/// append, `update` computes again from the newer value instead of overwriting it.
+#[test]
+fn update_recomputes_after_a_conflicting_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(KVStore::new(base(&dir), 64 * 1024, None, None).unwrap());
+    store.insert("k".into(), Value::Integer(10)).unwrap();
+    let mut calls = Vec::new();
+    let stored = store
+        .update("k", |current| {
+            let current = current.and_then(Value::as_i64).unwrap_or(0);
+            if calls.is_empty() {
+                // Another thread writes the key while this update is being computed.
+                let other = Arc::clone(&store);
+                std::thread::spawn(move || other.insert("k".into(), Value::Integer(100)))
+                    .join()
+                    .unwrap()
+                    .unwrap();
+            }
+            calls.push(current);
+            Some(Value::Integer(current + 1))
+        })
+        .unwrap();
+    assert_eq!(calls, vec![10, 100]);
+    assert_eq!(stored, Some(Value::Integer(101)));
+    assert_eq!(store.get("k").unwrap(), Some(Value::Integer(101)));
+}

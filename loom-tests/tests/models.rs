@@ -241,3 +241,30 @@ fn clear_against_a_reader() {
         assert!(reopened.is_empty(), "cleared keys came back");
     });
 }
+
+/// Two threads increment one counter with `update`: in every interleaving both increments
+/// count (an update that lost the race recomputes), and a reopen of the files holds the final
+/// count.
+#[test]
+fn updates_racing_each_other() {
+    check("updates_racing_each_other", || {
+        let disk = MemDisk::new();
+        let store = Arc::new(disk.open(builder()).unwrap());
+        let increment = |current: Option<&Value>| {
+            Some(Value::Integer(
+                current.and_then(Value::as_i64).unwrap_or(0) + 1,
+            ))
+        };
+        let other = {
+            let store = Arc::clone(&store);
+            thread::spawn(move || {
+                store.update("n", increment).unwrap();
+            })
+        };
+        store.update("n", increment).unwrap();
+        other.join().unwrap();
+        assert_eq!(int(&store, "n"), Some(2));
+        drop(store);
+        assert_eq!(int(&disk.open(builder()).unwrap(), "n"), Some(2));
+    });
+}
