@@ -340,8 +340,13 @@ impl Shared {
             // gets its chance first.
             let failed_since = waiting_since.is_some_and(|since| w.last_failed > since);
             let compacted_since = waiting_since.is_some_and(|since| w.last_swapped > since);
-            if failed_since && let Some(failure) = &w.last_failure {
-                // Not `Full`: the store may well have room, once a compaction succeeds.
+            // A compaction that failed for any reason but a lack of room passes its error on
+            // (the store may well have room once a compaction succeeds); one that found no
+            // room gives this write its own `Full`, which counts this record.
+            if failed_since
+                && let Some(failure) = &w.last_failure
+                && !matches!(failure, Error::Full { .. })
+            {
                 return Err(crate::compactor::duplicate_error(failure));
             }
             if failed_since

@@ -227,9 +227,9 @@ impl Frames {
         bytes: &[u8],
         from: usize,
         until: usize,
-        mut budget: usize,
+        budget: usize,
     ) -> Option<(usize, usize)> {
-        self.find_within_budget(bytes, from, until, &mut budget)
+        self.find_within_budget(bytes, from, until, &mut Some(budget))
     }
 
     /// The first valid record of this generation (its frame names the generation and its
@@ -238,15 +238,15 @@ impl Frames {
     /// generation field, so runs of zeros and other generations' records are skipped at
     /// `memchr` speed. Each candidate's claimed body length is taken from `budget` before it
     /// is checksummed (nothing when the claim runs past the end: it is refused unchecked),
-    /// and the search gives up (`None`) when the budget runs out, so that values crafted to
-    /// hold many frame images claiming long bodies cannot make it slow; a budget shared by
-    /// several searches bounds them all.
+    /// and the search gives up (`None`, and the budget becomes `None`) when a claim exceeds
+    /// what is left, so that values crafted to hold many frame images claiming long bodies
+    /// cannot make it slow; a budget shared by several searches bounds them all.
     pub(crate) fn find_within_budget(
         &self,
         bytes: &[u8],
         from: usize,
         until: usize,
-        budget: &mut usize,
+        budget: &mut Option<usize>,
     ) -> Option<(usize, usize)> {
         let needle = (self.generation as u32).to_le_bytes();
         // The generation field of a frame starting just below `until` ends here.
@@ -267,12 +267,9 @@ impl Frames {
             } else {
                 0
             };
-            let Some(left) = budget.checked_sub(checked) else {
-                // Spent: a caller that must not take "nothing found" for an answer sees 0.
-                *budget = 0;
-                return None;
-            };
-            *budget = left;
+            // Spent: a caller that must not take "nothing found" for an answer sees `None`.
+            *budget = budget.and_then(|left| left.checked_sub(checked));
+            budget.as_ref()?;
             if let FrameRead::Record { len } = self.read(region) {
                 return Some((frame_at, len));
             }

@@ -596,7 +596,10 @@ fn unattributed_generation(loser: &mut Candidate, elected: u64) -> u64 {
     })
 }
 
-/// Whether the first record of `bytes` is a valid record of a generation at most `elected`.
+/// Whether `bytes` holds, from its first record, a whole journal (to its commit marker) of a
+/// generation at most `elected`: the stale journal, intact. A stale first record alone is not
+/// enough: pages of a later attempt may have reached the disk after it without the page
+/// holding the first record.
 fn first_record_is_older(bytes: &[u8], elected: u64) -> bool {
     let Some(low) = bytes
         .get(HEADER_SIZE + 4..HEADER_SIZE + 8)
@@ -611,8 +614,7 @@ fn first_record_is_older(bytes: &[u8], elected: u64) -> bool {
     } else {
         same_high.checked_sub(1 << 32)
     };
-    let rest = bytes.get(HEADER_SIZE..).unwrap_or_default();
-    older.is_some_and(|g| matches!(format::read_frame(rest, g), FrameRead::Record { .. }))
+    older.is_some_and(|g| holds_commit_of(bytes, g))
 }
 
 /// The end of the last record of `generation` that starts at or after `from`, if any: proof
@@ -627,7 +629,7 @@ fn first_record_is_older(bytes: &[u8], elected: u64) -> bool {
 /// could land in front of.
 pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
     let frames = format::Frames::new(generation);
-    let mut budget = bytes.len().saturating_mul(2);
+    let mut budget = Some(bytes.len().saturating_mul(2));
     let mut last = None;
     let mut search = from;
     while let Some((frame_at, len)) =
@@ -636,7 +638,7 @@ pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> O
         last = Some(frame_at + FRAME_SIZE + len);
         search = frame_at + 1;
     }
-    if budget == 0 {
+    if budget.is_none() {
         return Some(bytes.len());
     }
     last
@@ -688,5 +690,11 @@ mod tests {
         let mut garbage = older.clone();
         garbage[HEADER_SIZE + FRAME_SIZE] ^= 1;
         assert!(!first_record_is_older(&garbage, 9));
+        // An intact first record over a damaged rest (say, pages of a later attempt) is not
+        // the stale journal intact.
+        let mut overwritten = older.clone();
+        let last = overwritten.len() - 64 - 1;
+        overwritten[last] ^= 1;
+        assert!(!first_record_is_older(&overwritten, 9));
     }
 }

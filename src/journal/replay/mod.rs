@@ -197,7 +197,7 @@ struct Scanned<'a> {
     cleared: bool,
 }
 
-/// Records a scan reads ahead before applying them: enough for the table slots their keys
+/// Operations a scan reads ahead before applying them: enough for the table slots their keys
 /// probe to arrive from memory meanwhile, few enough that those slots are still cached.
 const READ_AHEAD: usize = 16;
 
@@ -207,9 +207,49 @@ enum Parsed<'a> {
     Clear,
 }
 
+/// One worker's table, and the operations parsed but not yet applied to it.
+struct Part<'a> {
+    live: KeyTable<'a>,
+    ahead: Vec<Parsed<'a>>,
+    /// Deletions are kept as entries (a part after the first must override the earlier part's
+    /// keys with them); a part from the first record drops deleted keys.
+    keep_deletions: bool,
+    cleared: bool,
+}
+
+impl<'a> Part<'a> {
+    /// Queues `op`, asking for the slot its key probes first; applies the queue once it holds
+    /// a run (also in the middle of a large batch, so its operations are never all buffered).
+    fn push(&mut self, op: Parsed<'a>) {
+        if let Parsed::Put(key, _) = &op {
+            self.live.prefetch(key.hash);
+        }
+        self.ahead.push(op);
+        if self.ahead.len() >= 2 * READ_AHEAD {
+            self.apply();
+        }
+    }
+
+    fn apply(&mut self) {
+        for op in self.ahead.drain(..) {
+            match op {
+                Parsed::Put(key, pending) if pending.value.is_none() && !self.keep_deletions => {
+                    self.live.remove(&key)
+                }
+                Parsed::Put(key, pending) => self.live.insert(key, pending),
+                Parsed::Clear => {
+                    self.live.clear();
+                    self.cleared = true;
+                }
+            }
+        }
+    }
+}
+
 /// Reads the records of `generation` starting at `from` (a record start), while they start
-/// below `limit`, and resolves each key's last operation (deletions stay in the table as
-/// such). `Err` holds the start of the first malformed record.
+/// below `limit`, and resolves each key's last operation. A scan from the first record drops
+/// deleted keys; one from further on keeps deletions as such. `Err` holds the start of the
+/// first malformed record.
 fn scan<'a>(
     bytes: &'a [u8],
     from: usize,
@@ -220,16 +260,19 @@ fn scan<'a>(
 ) -> Result<Scanned<'a>, usize> {
     // Keys arrive hashed (by a randomly seeded fast hasher: these tables only live during
     // open or one compaction, and SipHash was a fifth of the replay's instructions).
-    let mut live = KeyTable::new();
-    let mut cleared = false;
+    let mut part = Part {
+        live: KeyTable::new(),
+        ahead: Vec::with_capacity(2 * READ_AHEAD),
+        keep_deletions: from > HEADER_SIZE,
+        cleared: false,
+    };
     let mut pos = from;
     let mut committed = false;
     let frames = format::Frames::new(generation);
-    let mut ahead = Vec::with_capacity(READ_AHEAD);
     let stop = loop {
         // Parse a run of records, asking for the slots of their keys, then apply them.
         let mut stop = None;
-        while ahead.len() < READ_AHEAD {
+        while part.ahead.len() < READ_AHEAD {
             if pos >= limit {
                 stop = Some(if limit < bytes.len() {
                     FrameRead::Torn
@@ -242,13 +285,7 @@ fn scan<'a>(
             match frames.read(rest) {
                 FrameRead::Record { len } => {
                     let body = rest.get(FRAME_SIZE..FRAME_SIZE + len).unwrap_or_default();
-                    let before = ahead.len();
-                    parse(body, pos, keys, decode, &mut ahead).ok_or(pos)?;
-                    for op in ahead.get(before..).unwrap_or_default() {
-                        if let Parsed::Put(key, _) = op {
-                            live.prefetch(key.hash);
-                        }
-                    }
+                    parse(body, pos, keys, decode, &mut part).ok_or(pos)?;
                     committed |= format::decode_commit(body) == Some(generation);
                     pos += FRAME_SIZE + len;
                 }
@@ -258,25 +295,17 @@ fn scan<'a>(
                 }
             }
         }
-        for op in ahead.drain(..) {
-            match op {
-                Parsed::Put(key, pending) => live.insert(key, pending),
-                Parsed::Clear => {
-                    live.clear();
-                    cleared = true;
-                }
-            }
-        }
+        part.apply();
         if let Some(stop) = stop {
             break stop;
         }
     };
     Ok(Scanned {
-        live,
+        live: part.live,
         end: pos,
         stop,
         committed,
-        cleared,
+        cleared: part.cleared,
     })
 }
 
@@ -339,7 +368,7 @@ fn parse<'a>(
     offset: usize,
     keys: Keys<'_>,
     decode: &DecodeOptions,
-    out: &mut Vec<Parsed<'a>>,
+    out: &mut Part<'a>,
 ) -> Option<()> {
     let put = |key, value| {
         let pending = Pending { value, offset };

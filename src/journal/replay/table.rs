@@ -7,8 +7,9 @@
 //! computes the hashes of a run of records, [`prefetch`](KeyTable::prefetch)es their slots,
 //! and only then applies them: the loads overlap instead of queueing one after another.
 //!
-//! Deletions are kept as entries (`Pending::value == None`) rather than removed, so the table
-//! never needs to move entries back; everything reading a table skips them.
+//! A worker that reads from the first record removes deleted keys (entries after them move
+//! back to close the gap, so probes stay short); one that starts further on keeps deletions as
+//! entries (`Pending::value == None`), which everything reading a table skips.
 
 use super::{Hashed, Pending};
 
@@ -19,8 +20,9 @@ type Slot<'a> = (Hashed<'a>, Pending<'a>);
 const EMPTY: u64 = 0;
 const REMAP: u64 = 1;
 
-/// Slots a new table starts with (a power of two).
-const INITIAL_SLOTS: usize = 1024;
+/// Slots a new table starts with (a power of two): small, since a clear record starts a new
+/// table and a journal may hold millions of them.
+const INITIAL_SLOTS: usize = 16;
 
 /// The keys one replay worker has seen, and the last operation for each.
 pub(super) struct KeyTable<'a> {
@@ -38,7 +40,7 @@ impl<'a> KeyTable<'a> {
 
     /// Keys held (deletions included).
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.len
     }
 
@@ -80,26 +82,70 @@ impl<'a> KeyTable<'a> {
         }
     }
 
-    /// Whether `key` has an entry (a deletion counts).
+    /// Whether `key` has an entry (a kept deletion counts).
     pub(super) fn contains_key(&self, key: &Hashed<'_>) -> bool {
-        let hash = stored(key.hash);
+        self.find(key).is_some()
+    }
+
+    /// Forgets `key`, moving later entries of its probe run back into the gap (backward-shift
+    /// deletion: no markers are left behind, so probes stay as short as the entries make them).
+    pub(super) fn remove(&mut self, key: &Hashed<'_>) {
+        let Some(mut gap) = self.find(key) else {
+            return;
+        };
         let mask = self.mask();
-        let mut i = index(hash, mask);
-        while let Some(slot) = self.slots.get(i) {
-            if slot.0.hash == EMPTY {
-                return false;
+        let mut next = (gap + 1) & mask;
+        loop {
+            let Some(&moved) = self.slots.get(next) else {
+                return;
+            };
+            if moved.0.hash == EMPTY {
+                break;
             }
-            if slot.0.hash == hash && slot.0.key == key.key {
-                return true;
+            // An entry may move back into the gap only if the gap lies on its probe path: its
+            // home slot is not cyclically within (gap, next].
+            let home = index(moved.0.hash, mask);
+            let stays = if gap <= next {
+                gap < home && home <= next
+            } else {
+                gap < home || home <= next
+            };
+            if !stays {
+                if let Some(slot) = self.slots.get_mut(gap) {
+                    *slot = moved;
+                }
+                gap = next;
             }
-            i = (i + 1) & mask;
+            next = (next + 1) & mask;
         }
-        false
+        if let Some(slot) = self.slots.get_mut(gap) {
+            *slot = vacant();
+        }
+        self.len -= 1;
     }
 
     /// Forgets every key (a clear record).
     pub(super) fn clear(&mut self) {
-        *self = KeyTable::new();
+        if self.len > 0 {
+            *self = KeyTable::new();
+        }
+    }
+
+    /// The slot holding `key`, if any.
+    fn find(&self, key: &Hashed<'_>) -> Option<usize> {
+        let hash = stored(key.hash);
+        let mask = self.mask();
+        let mut i = index(hash, mask);
+        loop {
+            let slot = self.slots.get(i)?;
+            if slot.0.hash == EMPTY {
+                return None;
+            }
+            if slot.0.hash == hash && slot.0.key == key.key {
+                return Some(i);
+            }
+            i = (i + 1) & mask;
+        }
     }
 
     /// Every entry, deletions included, in no particular order.
@@ -238,10 +284,29 @@ mod tests {
                 table.clear();
                 model.clear();
             }
-            table.insert(hashed(key, hash_of(key)), put(step));
-            model.insert(key.clone(), step);
+            if state.is_multiple_of(3) {
+                table.remove(&hashed(key, hash_of(key)));
+                model.remove(key);
+            } else {
+                table.insert(hashed(key, hash_of(key)), put(step));
+                model.insert(key.clone(), step);
+            }
         }
         check(table, &model, hash_of);
+    }
+
+    #[test]
+    fn clearing_an_empty_table_allocates_nothing_and_a_clear_starts_small() {
+        let mut table = KeyTable::new();
+        let slots = table.slots.as_ptr();
+        table.clear();
+        assert_eq!(table.slots.as_ptr(), slots);
+        let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+        for (i, key) in keys.iter().enumerate() {
+            table.insert(hashed(key.as_bytes(), i as u64), put(0));
+        }
+        table.clear();
+        assert_eq!((table.len(), table.slots.len()), (0, INITIAL_SLOTS));
     }
 
     #[test]
@@ -258,6 +323,11 @@ mod tests {
                 table.insert(hashed(key, hash_of(key)), put(round * keys.len() + i));
                 model.insert(key.clone(), round * keys.len() + i);
             }
+        }
+        // Removing every third key leaves probe runs the others are still found through.
+        for key in keys.iter().step_by(3) {
+            table.remove(&hashed(key, hash_of(key)));
+            model.remove(key);
         }
         check(table, &model, hash_of);
     }

@@ -454,3 +454,72 @@ fn loose_spellings_are_malformed() {
     assert!(entries.contains(&("key".to_string(), Value::Integer(1))));
     assert!(committed);
 }
+
+/// A scan from the first record forgets deleted keys: a journal of keys each put and deleted
+/// (a queue, say) leaves an empty table, not one entry per key ever written; a scan from
+/// further on keeps the deletions, which must override the first part.
+#[test]
+fn deleted_keys_leave_the_first_parts_table() {
+    let mut bytes = vec![0_u8; HEADER_SIZE];
+    for i in 0..10_000 {
+        push_record(
+            &mut bytes,
+            &body_of(&[Op::Put(format!("job{i}"), Value::Integer(i))]),
+        );
+        push_record(&mut bytes, &body_of(&[Op::Delete(format!("job{i}"))]));
+    }
+    let end = bytes.len();
+    bytes.resize(end + 4096, 0);
+    let keys = foldhash::fast::RandomState::default();
+    let keys = Keys { hasher: &keys };
+    let decode = DecodeOptions::default();
+    let first = scan(&bytes, HEADER_SIZE, end, GENERATION, &decode, keys).unwrap();
+    assert_eq!((first.live.len(), first.end), (0, end));
+    let second_part = HEADER_SIZE + (end - HEADER_SIZE) / 2;
+    let start = (HEADER_SIZE..=second_part)
+        .rev()
+        .find(|&at| {
+            matches!(
+                format::read_frame(&bytes[at..], GENERATION),
+                FrameRead::Record { .. }
+            )
+        })
+        .unwrap();
+    let later = scan(&bytes, start, end, GENERATION, &decode, keys).unwrap();
+    assert!(later.live.len() > 0);
+    assert!(
+        later
+            .live
+            .iter()
+            .all(|(_, pending)| pending.value.is_none())
+    );
+}
+
+/// A search whose candidates' claims use up its budget exactly has not run out: only a claim
+/// larger than what is left ends it as exhausted (which the search past a replay's end
+/// treats as damage to the end of the file).
+#[test]
+fn a_budget_spent_exactly_is_not_exhausted() {
+    let frames = format::Frames::new(GENERATION);
+    let claim = 100_u32;
+    let mut bytes = vec![0_u8; HEADER_SIZE];
+    for _ in 0..3 {
+        bytes.extend_from_slice(&claim.to_le_bytes());
+        bytes.extend_from_slice(&(GENERATION as u32).to_le_bytes());
+        bytes.extend_from_slice(&[0xee; 4]);
+        bytes.resize(bytes.len() + claim as usize, 0x11);
+    }
+    let len = bytes.len();
+    let mut exact = Some(3 * claim as usize);
+    assert_eq!(
+        frames.find_within_budget(&bytes, HEADER_SIZE, len, &mut exact),
+        None
+    );
+    assert_eq!(exact, Some(0));
+    let mut short = Some(3 * claim as usize - 1);
+    assert_eq!(
+        frames.find_within_budget(&bytes, HEADER_SIZE, len, &mut short),
+        None
+    );
+    assert_eq!(short, None);
+}
