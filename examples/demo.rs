@@ -59,6 +59,11 @@ fn threads_and_events(base: &std::path::Path) -> Result<(), Error> {
                         format!("writer{w}/session{}", i % 100),
                         Value::from("active"),
                     )?;
+                    // One counter shared by all writers: `update` is an atomic
+                    // read-modify-write, so no increment is lost to another thread's.
+                    store.update("total", |n| {
+                        Some(Value::Integer(n.and_then(Value::as_i64).unwrap_or(0) + 1))
+                    })?;
                     i += 1;
                 }
                 Ok(i)
@@ -86,8 +91,16 @@ fn threads_and_events(base: &std::path::Path) -> Result<(), Error> {
         }
     }
     let mut writes = 0;
+    let mut increments = 0;
     for writer in writers {
-        writes += 2 * writer.join().map_err(|_| "writer panicked")??;
+        let rounds = writer.join().map_err(|_| "writer panicked")??;
+        writes += 3 * rounds;
+        increments += rounds;
+    }
+    let total = store.get("total")?.and_then(|v| v.as_i64()).unwrap_or(0);
+    println!("  shared counter (update from 3 threads): {total}, increments made: {increments}");
+    if total != increments {
+        return Err("the shared counter lost increments".into());
     }
     stop.store(true, Ordering::Relaxed);
     for reader in readers {
