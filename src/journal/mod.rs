@@ -105,6 +105,7 @@ impl Journal {
     }
 
     /// Like `append`, but the record must end at or before `limit`.
+    #[inline]
     pub(crate) fn append_within(&self, body: &[u8], limit: usize) -> io::Result<bool> {
         let pos = self.end.load(Ordering::Relaxed);
         let size = Self::record_size(body.len());
