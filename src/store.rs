@@ -353,9 +353,13 @@ impl KVStore {
     ///
     /// `f` runs without the writer lock, so other writes go on meanwhile; if one of them
     /// changed `key` before this write could append, `f` runs again on the newer value. Keep
-    /// it free of side effects, and do not write to the store from it (that write would
-    /// conflict with this one every time). On error nothing changed, as for
-    /// [`insert`](Self::insert).
+    /// it quick and free of side effects, and do not write `key` from it (that write would
+    /// conflict with this one every time). Updates of one key always make progress as a
+    /// group, but a single update can retry for as long as other writes keep changing its key
+    /// faster than `f` runs. On error nothing changed, with the same exception as
+    /// [`insert`](Self::insert): in [`Durability::Sync`](crate::Durability::Sync) mode a failed
+    /// flush comes after the record was applied (the store is then poisoned, so a retry
+    /// cannot apply it twice).
     ///
     /// ```
     /// # fn main() -> resilient_kv::Result<()> {

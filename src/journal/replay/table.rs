@@ -295,6 +295,46 @@ mod tests {
         check(table, &model, hash_of);
     }
 
+    /// A hash whose first slot in a 16-slot table is `home`.
+    fn homed(home: usize) -> u64 {
+        (home as u64).rotate_right(26)
+    }
+
+    /// Probe runs that wrap past the last slot: removing any entry leaves every other one
+    /// findable. Entries move back across the wrap only onto their probe path (one whose
+    /// first slot is just past the gap stays), and one whose first slot is the gap moves in.
+    #[test]
+    fn removal_closes_gaps_in_runs_that_wrap_around() {
+        // Runs filling slots 14, 15, 0, 1, 2(, 3): entries homed at 0 sit at 0 and 1 in the
+        // first; in the second, entries homed at 15 wrap to 0 and 1.
+        for homes in [&[14, 14, 0, 0, 1][..], &[14, 14, 15, 15, 0, 1]] {
+            let keys: Vec<String> = (0..homes.len()).map(|i| format!("w{i}")).collect();
+            for victim in 0..keys.len() {
+                let mut table = KeyTable::new();
+                assert_eq!(table.slots.len(), 16);
+                for (key, &home) in keys.iter().zip(homes) {
+                    table.insert(hashed(key.as_bytes(), homed(home)), put(home));
+                }
+                table.remove(&hashed(keys[victim].as_bytes(), homed(homes[victim])));
+                assert_eq!(table.len(), keys.len() - 1);
+                for (i, (key, &home)) in keys.iter().zip(homes).enumerate() {
+                    let found = table.contains_key(&hashed(key.as_bytes(), homed(home)));
+                    assert_eq!(found, i != victim, "{homes:?}, {victim} removed: key {i}");
+                }
+                // No empty slot between any entry's first slot and where it sits.
+                for (at, slot) in table.slots.iter().enumerate() {
+                    if slot.0.hash != EMPTY {
+                        let mut probe = index(slot.0.hash, table.mask());
+                        while probe != at {
+                            assert!(table.slots[probe].0.hash != EMPTY, "gap before {at}");
+                            probe = (probe + 1) % 16;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn clearing_an_empty_table_allocates_nothing_and_a_clear_starts_small() {
         let mut table = KeyTable::new();

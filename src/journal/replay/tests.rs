@@ -523,3 +523,50 @@ fn a_budget_spent_exactly_is_not_exhausted() {
     );
     assert_eq!(short, None);
 }
+
+/// Batches far longer than a read-ahead run are applied in runs as they are parsed: the
+/// result is the model's (each batch applied in order, the last operation on a key winning),
+/// on one thread and split at several points; a batch that turns malformed after its 40th
+/// operation ends the replay before it, none of its operations applied.
+#[test]
+fn long_batches_replay_as_the_model_says() {
+    let mut rng = Rng::new(21);
+    let mut bytes = vec![0_u8; HEADER_SIZE];
+    let mut model = std::collections::BTreeMap::new();
+    for _ in 0..60 {
+        let ops: Vec<Op> = (0..100 + rng.index(200))
+            .map(|_| {
+                let key = format!("key{}", rng.index(50));
+                if rng.chance(30) {
+                    Op::Delete(key)
+                } else {
+                    Op::Put(key, Value::Integer(rng.below(1000) as i64))
+                }
+            })
+            .collect();
+        for op in &ops {
+            match op {
+                Op::Put(k, v) => model.insert(k.clone(), v.clone()),
+                Op::Delete(k) => model.remove(k),
+                Op::Clear => unreachable!(),
+            };
+        }
+        push_record(&mut bytes, &body_of(&ops));
+    }
+    let end = bytes.len();
+    // A batch claiming 100 operations whose 41st has an unknown code.
+    let good: Vec<Op> = (0..40)
+        .map(|i| Op::Put(format!("key{i}"), Value::Integer(-1)))
+        .collect();
+    let mut bad = body_of(&good);
+    bad.splice(1..2, [100]);
+    bad.push(9);
+    push_record(&mut bytes, &bad);
+    bytes.resize(bytes.len() + 4096, 0);
+    let want: Vec<(String, Value)> = model.into_iter().collect();
+    let (entries, stopped_at, _, _) = sequential(&bytes);
+    assert_eq!((&entries, stopped_at), (&want, end));
+    for at in [HEADER_SIZE + 1, end / 3, end / 2, end - 10] {
+        assert_eq!(split_at(&bytes, at).0, want, "split at {at}");
+    }
+}
