@@ -261,3 +261,51 @@ fn a_failed_compaction_forgets_the_room_a_writer_claimed() {
     assert_eq!(store.stats().active_capacity, JOURNAL as u64);
     assert_eq!(store.get("k").unwrap(), Some(Value::Integer(0)));
 }
+
+/// A compaction that fails because the live data does not fit at `max_size` (a batch's keys
+/// take a frame each once compacted) gives the writers that waited for it their own `Full`:
+/// `needed` counts the refused record, so two refused writes 10 bytes apart need 10 bytes
+/// more (the compaction's own `Full` names where its journal ran out, the same for both).
+#[test]
+fn a_compaction_that_finds_no_room_gives_waiting_writers_their_own_full() {
+    let disk = MemBackend::new();
+    let store = KVStore::open_on(
+        Builder::new(std::path::Path::new("mem"))
+            .buffer_size(JOURNAL)
+            .max_size(JOURNAL),
+        &disk,
+    )
+    .unwrap();
+    // 1,000 small puts in one record: about 7 KB here, about 19 KB as records of their own.
+    let mut batch = crate::Batch::new();
+    for i in 0..1000 {
+        batch.insert(format!("k{i:03}"), Value::Integer(i % 100));
+    }
+    store.write_batch(batch).unwrap();
+    let events = store.subscribe();
+    let mut refused = Vec::new();
+    for (i, len) in [(0, 100), (1, 110)] {
+        loop {
+            let used = store.stats().active_used;
+            match store.insert(format!("x{i}"), Value::from("y".repeat(len))) {
+                Ok(_) => {
+                    store.remove(&format!("x{i}")).unwrap();
+                }
+                Err(Error::Full { needed, .. }) => {
+                    assert!(needed > used, "needed {needed}, journal at {used}");
+                    refused.push(needed);
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert!(
+        events.try_iter().any(
+            |e| matches!(&e, Event::CompactionFailed { reason, .. } if reason.contains("full"))
+        ),
+        "no compaction failed for lack of room"
+    );
+    assert_eq!(refused[1] - refused[0], 10, "{refused:?}");
+    assert_eq!(store.len(), 1000);
+}
