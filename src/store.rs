@@ -152,6 +152,10 @@ impl KVStore {
         let (published, publisher) = Publisher::new(map, w.seq);
         w.publisher = publisher;
         w.active = Arc::new(opened.active);
+        self.shared
+            .stats
+            .inactive_capacity
+            .store(opened.inactive.capacity() as u64, Ordering::Relaxed);
         *self.shared.inactive.lock() = Some(Arc::new(opened.inactive));
         self.shared.published.store(published);
         drop(w);

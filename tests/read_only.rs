@@ -292,3 +292,41 @@ fn a_read_only_open_ignores_sizes() {
         .unwrap();
     assert_eq!(reader.get("a").unwrap(), Some(Value::Integer(1)));
 }
+
+/// After the writer's journals grew, a refresh reports the sizes the files have now, the
+/// inactive one included.
+#[test]
+fn refresh_reports_the_journals_new_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("app");
+    let writer = KVStore::builder(&base)
+        .buffer_size(16 * 1024)
+        .open()
+        .unwrap();
+    writer.insert("k".into(), Value::Integer(0)).unwrap();
+    let reader = KVStore::open_read_only(&base).unwrap();
+    assert_eq!(reader.stats().inactive_capacity, 16 * 1024);
+    // About 100 KiB of live data: both journals must grow.
+    for i in 0..100 {
+        writer
+            .insert(format!("big{i}"), Value::from("x".repeat(1000)))
+            .unwrap();
+    }
+    writer.compact().unwrap();
+    writer.compact().unwrap();
+    let (active, inactive) = (
+        writer.stats().active_capacity,
+        writer.stats().inactive_capacity,
+    );
+    assert!(
+        active > 16 * 1024 && inactive > 16 * 1024,
+        "{:?}",
+        writer.stats()
+    );
+    assert!(reader.refresh().unwrap());
+    let seen = reader.stats();
+    assert_eq!(
+        (seen.active_capacity, seen.inactive_capacity),
+        (active, inactive)
+    );
+}

@@ -27,10 +27,15 @@ use crate::{Error, Result};
 /// How long copies are retaken while compactions keep switching files during them.
 const PATIENCE: Duration = Duration::from_secs(2);
 
+/// Copies always tried before [`PATIENCE`] may end the attempts.
+const MIN_ATTEMPTS: u32 = 5;
+
 /// Calls `take` until it returns a consistent copy (`Some`): at once a few times, then with
 /// pauses of up to 10 ms (compactions following each other that fast are brief bursts). After
-/// [`PATIENCE`] it gives up with an `Io` error of kind `ResourceBusy`: a copy known to mix two
-/// moments could elect an older generation or show damage that is not there.
+/// [`PATIENCE`], and at least [`MIN_ATTEMPTS`] copies (a large store on a slow disk may take
+/// longer than that to copy once, and one compaction during a copy must not fail the open),
+/// it gives up with an `Io` error of kind `ResourceBusy`: a copy known to mix two moments
+/// could elect an older generation or show damage that is not there.
 pub(crate) fn copy_consistently<T>(
     base: &Path,
     take: impl FnMut() -> Result<Option<T>>,
@@ -50,7 +55,7 @@ fn copy_consistently_within<T>(
             return Ok(copy);
         }
         attempt += 1;
-        if started.elapsed() >= patience {
+        if attempt >= MIN_ATTEMPTS && started.elapsed() >= patience {
             return Err(Error::Io {
                 op: "copy",
                 path: base.to_path_buf(),
@@ -211,5 +216,18 @@ mod tests {
             Ok((tries == 3).then_some(tries))
         });
         assert_eq!(third.unwrap(), 3);
+    }
+
+    /// A copy that takes longer than the patience (a large store on a slow disk), switched
+    /// under once, is taken again rather than given up on.
+    #[test]
+    fn a_slow_copy_gets_more_than_one_try() {
+        let mut tries = 0;
+        let second = copy_consistently_within(Path::new("app"), Duration::from_millis(30), || {
+            tries += 1;
+            std::thread::sleep(Duration::from_millis(40));
+            Ok((tries == 2).then_some(tries))
+        });
+        assert_eq!(second.unwrap(), 2);
     }
 }
