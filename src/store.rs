@@ -495,7 +495,8 @@ impl Drop for KVStore {
 /// live writer appends to page by page, so a copy can catch one record half-written while a
 /// later page, copied a moment after, already holds newer complete records: that looks like
 /// damage with valid records beyond it. Real damage stays where it is, so such a result is
-/// taken again a few times, a millisecond apart, before it is believed and reported.
+/// taken again, a millisecond apart, and believed only when two copies in a row agree
+/// (`settle_damage`).
 fn recover_copied(base: &Path) -> Result<recovery::Opened> {
     let take = || {
         let backend = CopiedBackend::load(base)?;
