@@ -519,6 +519,10 @@ fn recover_copied(base: &Path) -> Result<recovery::Opened> {
         opened.tail = Tail::Clean;
         opened.notes.clear();
     }
+    // A read-only store serves reads from its map and never reads its journals again: keeping
+    // the copies would hold both files' size in memory for as long as it is open.
+    opened.active.storage_mut().release_copy();
+    opened.inactive.storage_mut().release_copy();
     Ok(opened)
 }
 

@@ -132,13 +132,19 @@ impl Backend for CopiedBackend {
             .get_mut(index)
             .and_then(Option::take)
             .ok_or_else(|| Error::Config(format!("{} was opened twice", path.display())))?;
-        Ok(Box::new(CopiedStorage { path, bytes }))
+        Ok(Box::new(CopiedStorage {
+            path,
+            len: bytes.len(),
+            bytes,
+        }))
     }
 }
 
 /// One copied file.
 struct CopiedStorage {
     path: PathBuf,
+    /// The file's length when copied (kept after the copy is released).
+    len: usize,
     bytes: Vec<u8>,
 }
 
@@ -155,7 +161,11 @@ impl Storage for CopiedStorage {
     }
 
     fn capacity(&self) -> usize {
-        self.bytes.len()
+        self.len
+    }
+
+    fn release_copy(&mut self) {
+        self.bytes = Vec::new();
     }
 
     fn read(&self, offset: usize, out: &mut [u8]) -> io::Result<()> {

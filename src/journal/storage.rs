@@ -56,6 +56,11 @@ pub(crate) trait Storage: Send + Sync {
     fn fill_holes(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// Lets go of a copy of the file's bytes kept in memory, once nothing will read them again
+    /// (a read-only store after its replay: it serves reads from its map). The capacity stays
+    /// what it was; reads afterwards fail as beyond the end. Files that are not copies have
+    /// nothing to let go of.
+    fn release_copy(&mut self) {}
     /// Calls `f` with the whole file; `&mut self` guarantees nothing writes it meanwhile.
     fn with_view(&mut self, f: &mut dyn FnMut(&[u8]));
     /// Best effort, from a background thread: bring the `len` bytes at `offset` into memory
