@@ -20,6 +20,17 @@ fn open(disk: &MemBackend) -> KVStore {
     .unwrap()
 }
 
+/// A store whose journals may never grow past the size they start at.
+fn open_at_max_size(disk: &MemBackend) -> KVStore {
+    KVStore::open_on(
+        Builder::new(std::path::Path::new("mem"))
+            .buffer_size(JOURNAL)
+            .max_size(JOURNAL),
+        disk,
+    )
+    .unwrap()
+}
+
 /// Writes and waits until any compaction the write started has ended; returns how many
 /// compactions failed meanwhile. (A write that asks for a compaction marks it requested under
 /// the writer lock before it returns, and a failed compaction sends its event before it clears
@@ -186,13 +197,7 @@ fn overwrite_through_a_held_compaction(
 #[test]
 fn a_write_at_max_size_waits_for_a_compaction_that_started_after_it() {
     let disk = MemBackend::new();
-    let store = KVStore::open_on(
-        Builder::new(std::path::Path::new("mem"))
-            .buffer_size(JOURNAL)
-            .max_size(JOURNAL),
-        &disk,
-    )
-    .unwrap();
+    let store = open_at_max_size(&disk);
     store.insert("k".into(), Value::Integer(0)).unwrap();
     // The held compaction has next to nothing to copy but what the writer appends meanwhile.
     store.compact().unwrap();
@@ -269,13 +274,7 @@ fn a_failed_compaction_forgets_the_room_a_writer_claimed() {
 #[test]
 fn a_compaction_that_finds_no_room_gives_waiting_writers_their_own_full() {
     let disk = MemBackend::new();
-    let store = KVStore::open_on(
-        Builder::new(std::path::Path::new("mem"))
-            .buffer_size(JOURNAL)
-            .max_size(JOURNAL),
-        &disk,
-    )
-    .unwrap();
+    let store = open_at_max_size(&disk);
     // 1,000 small puts in one record: about 7 KB here, about 19 KB as records of their own.
     let mut batch = crate::Batch::new();
     for i in 0..1000 {

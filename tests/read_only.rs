@@ -10,6 +10,18 @@ fn files(base: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
     (read("jrna"), read("jrnb"))
 }
 
+/// A writer on 16 KiB journals holding `k` = 0, and a read-only store on the same files.
+fn writer_and_reader(dir: &tempfile::TempDir) -> (KVStore, KVStore) {
+    let base = dir.path().join("app");
+    let writer = KVStore::builder(&base)
+        .buffer_size(16 * 1024)
+        .open()
+        .unwrap();
+    writer.insert("k".into(), Value::Integer(0)).unwrap();
+    let reader = KVStore::open_read_only(&base).unwrap();
+    (writer, reader)
+}
+
 #[test]
 fn read_only_open_works_while_a_writer_holds_the_lock_and_never_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,13 +77,7 @@ fn read_only_open_of_a_missing_store_creates_nothing() {
 #[test]
 fn refresh_sees_new_writes_across_compactions_and_keeps_old_snapshots() {
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("app");
-    let writer = KVStore::builder(&base)
-        .buffer_size(16 * 1024)
-        .open()
-        .unwrap();
-    writer.insert("k".into(), Value::Integer(0)).unwrap();
-    let reader = KVStore::open_read_only(&base).unwrap();
+    let (writer, reader) = writer_and_reader(&dir);
     let old = reader.snapshot();
     assert!(!reader.refresh().unwrap(), "nothing changed yet");
 
@@ -298,13 +304,7 @@ fn a_read_only_open_ignores_sizes() {
 #[test]
 fn refresh_reports_the_journals_new_sizes() {
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("app");
-    let writer = KVStore::builder(&base)
-        .buffer_size(16 * 1024)
-        .open()
-        .unwrap();
-    writer.insert("k".into(), Value::Integer(0)).unwrap();
-    let reader = KVStore::open_read_only(&base).unwrap();
+    let (writer, reader) = writer_and_reader(&dir);
     assert_eq!(reader.stats().inactive_capacity, 16 * 1024);
     // About 100 KiB of live data: both journals must grow.
     for i in 0..100 {
