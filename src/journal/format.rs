@@ -36,7 +36,7 @@ pub(crate) const STATE_COMMITTED: u32 = 0x434f_4d54; // "COMT"
 /// Record frame: `len: u32`, `generation_low: u32`, `crc: u32`, then `len` body bytes.
 pub(crate) const FRAME_SIZE: usize = 12;
 const FRAME_LEN_OFFSET: usize = 0;
-const FRAME_GEN_OFFSET: usize = FRAME_LEN_OFFSET + 4;
+pub(crate) const FRAME_GEN_OFFSET: usize = FRAME_LEN_OFFSET + 4;
 const FRAME_CRC_OFFSET: usize = FRAME_GEN_OFFSET + 4;
 
 /// Body operation codes.

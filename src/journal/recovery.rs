@@ -333,9 +333,7 @@ fn proven_generation(c: &mut Candidate, min: u64) -> Option<u64> {
 }
 
 fn proven_in(bytes: &[u8], min: u64) -> Option<u64> {
-    let head = bytes.get(HEADER_SIZE + 4..HEADER_SIZE + 8)?;
-    let low = u64::from(u32::from_le_bytes(head.try_into().ok()?));
-    let mut g = (min & !0xffff_ffff) | low;
+    let mut g = first_frame_generation(bytes, min)?;
     if g < min {
         g = g.checked_add(1 << 32)?;
     }
@@ -345,6 +343,14 @@ fn proven_in(bytes: &[u8], min: u64) -> Option<u64> {
         .into_iter()
         .flatten()
         .find(|&g| g <= format::MAX_GENERATION && holds_commit_of(bytes, g))
+}
+
+/// The generation the first frame names, as far as a frame can (its low 32 bits), placed in
+/// the same 2^32 block as `near`; `None` if the file is too short to hold a frame there.
+fn first_frame_generation(bytes: &[u8], near: u64) -> Option<u64> {
+    let at = HEADER_SIZE + format::FRAME_GEN_OFFSET;
+    let field: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    Some((near & !0xffff_ffff) | u64::from(u32::from_le_bytes(field)))
 }
 
 /// Whether the records of `generation` from the first record position run to its commit
@@ -554,14 +560,8 @@ fn generation_hint(loser: &mut Candidate, elected: u64) -> u64 {
         HeaderRead::Valid(h) => h.generation,
         _ => 0,
     };
-    let from_record = loser
-        .bytes
-        .get(HEADER_SIZE + 4..HEADER_SIZE + 8)
-        .and_then(|b| b.try_into().ok())
-        .map(|b: [u8; 4]| {
-            let candidate = (elected & !0xffff_ffff) | u64::from(u32::from_le_bytes(b));
-            if candidate > elected { candidate } else { 0 }
-        })
+    let from_record = first_frame_generation(&loser.bytes, elected)
+        .filter(|&candidate| candidate > elected)
         .unwrap_or(0);
     from_header
         .max(from_record)
@@ -601,14 +601,9 @@ fn unattributed_generation(loser: &mut Candidate, elected: u64) -> u64 {
 /// enough: pages of a later attempt may have reached the disk after it without the page
 /// holding the first record.
 fn first_record_is_older(bytes: &[u8], elected: u64) -> bool {
-    let Some(low) = bytes
-        .get(HEADER_SIZE + 4..HEADER_SIZE + 8)
-        .and_then(|b| b.try_into().ok())
-        .map(|b: [u8; 4]| u64::from(u32::from_le_bytes(b)))
-    else {
+    let Some(same_high) = first_frame_generation(bytes, elected) else {
         return false;
     };
-    let same_high = (elected & !0xffff_ffff) | low;
     let older = if same_high <= elected {
         Some(same_high)
     } else {
