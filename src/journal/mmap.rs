@@ -17,6 +17,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -130,6 +131,44 @@ fn may_have_hole(file: &File, len: usize) -> bool {
     true
 }
 
+/// The extents of the first `len` bytes of `file` that hold data, as `SEEK_DATA`/`SEEK_HOLE`
+/// report them: holes and allocated-but-unwritten extents are left out, unless the page
+/// cache holds pages for them (the kernel looks there too, so bytes stored through a map and
+/// not yet written back count as data). `None` where the filesystem cannot say; one without
+/// support reports the whole file as data, which is merely slower.
+#[cfg(target_os = "linux")]
+fn data_extents(file: &File, len: usize) -> Option<Vec<Range<usize>>> {
+    let seek = |at: usize, whence: libc::c_int| -> Option<Option<usize>> {
+        let at = libc::off_t::try_from(at).ok()?;
+        // SAFETY: lseek only reads its integer arguments; the descriptor is open and owned by
+        // `file` for the duration of the call. Nothing else uses this descriptor's offset
+        // (every access to the file goes through the map, or names its offset).
+        let found = unsafe { libc::lseek(file.as_raw_fd(), at, whence) };
+        if found >= 0 {
+            return Some(usize::try_from(found).ok());
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENXIO) => Some(None),
+            _ => None,
+        }
+    };
+    let mut extents = Vec::new();
+    let mut at = 0;
+    while at < len {
+        let Some(start) = seek(at, libc::SEEK_DATA)? else {
+            break;
+        };
+        let end = seek(start, libc::SEEK_HOLE)??.min(len);
+        if end <= start {
+            // Not what the interface promises (a hole after data): do not trust it.
+            return None;
+        }
+        extents.push(start..end);
+        at = end;
+    }
+    Some(extents)
+}
+
 /// Maps `reserve` bytes of `file`. Only the first `file length` bytes are ever touched (every
 /// access is checked against the file's length, not the mapping's); the rest is address space
 /// the file can grow into without a remap.
@@ -224,6 +263,17 @@ impl Storage for MmapStorage {
         f(bytes);
     }
 
+    fn maybe_written(&self) -> Vec<Range<usize>> {
+        #[cfg(target_os = "linux")]
+        if let Some(ranges) = data_extents(&self.file, self.len) {
+            return ranges;
+        }
+        vec![Range {
+            start: 0,
+            end: self.len,
+        }]
+    }
+
     fn prefault(&self, offset: usize, len: usize) {
         // Read-populating maps the file's pages (allocating and zeroing the page cache of
         // space that was never written) without dirtying them; the writer's first store to a
@@ -304,6 +354,36 @@ impl Storage for MmapStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `maybe_written` leaves out is never a byte that was stored, even one stored
+    /// through the map a moment ago and still only in the page cache; a blank file is left
+    /// out whole where the filesystem can tell (ext4, XFS, btrfs, tmpfs), or reported whole.
+    #[test]
+    fn maybe_written_covers_every_stored_byte() {
+        const LEN: usize = 4 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FileBackend::new(&dir.path().join("extents"), LEN);
+        let mut storage = backend.open(Slot::A, LEN).unwrap();
+        storage.grow(LEN).unwrap();
+        let blank = storage.maybe_written();
+        assert!(
+            blank.is_empty() || blank == [Range { start: 0, end: LEN }],
+            "{blank:?}"
+        );
+        let stored = [5_000, 1_234_567, LEN - 1];
+        for (i, &at) in stored.iter().enumerate() {
+            storage.write(at, &[1]).unwrap();
+            let extents = storage.maybe_written();
+            for &at in &stored[..=i] {
+                assert!(
+                    extents.iter().any(|e| e.contains(&at)),
+                    "{at} left out of {extents:?}"
+                );
+            }
+            assert!(extents.windows(2).all(|w| w[0].end <= w[1].start));
+            assert!(extents.iter().all(|e| e.start < e.end && e.end <= LEN));
+        }
+    }
 
     /// The hints (populate, early write-back) and the zero-copy view never change what the
     /// file holds, and stay inside the file even when asked for more.

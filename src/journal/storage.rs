@@ -2,6 +2,7 @@
 //! same journal code on memory with injected faults instead of real memory maps.
 
 use std::io;
+use std::ops::Range;
 use std::path::Path;
 
 use crate::Result;
@@ -63,6 +64,15 @@ pub(crate) trait Storage: Send + Sync {
     fn release_copy(&mut self) {}
     /// Calls `f` with the whole file; `&mut self` guarantees nothing writes it meanwhile.
     fn with_view(&mut self, f: &mut dyn FnMut(&[u8]));
+    /// The parts of the file that may hold a byte other than zero, in order. The rest is known
+    /// to read as zeros without reading it: holes, and space allocated but never written, as
+    /// the filesystem reports them. By default the whole file.
+    fn maybe_written(&self) -> Vec<Range<usize>> {
+        vec![Range {
+            start: 0,
+            end: self.capacity(),
+        }]
+    }
     /// Best effort, from a background thread: bring the `len` bytes at `offset` into memory
     /// now, so that the writer's first store to each page does not wait for the kernel to
     /// allocate and zero it. Never changes the bytes.
