@@ -118,6 +118,11 @@ pub struct JournalReport {
     /// Offset of a torn last record: a write cut short by a crash before it was acknowledged,
     /// which opening discards. Not damage.
     pub torn_at: Option<u64>,
+    /// Offset where this file's records end when the search beyond them for more records of
+    /// the same generation gave up, its budget spent (ordinarily on stale records of an older
+    /// generation): nothing is known to be lost, and opening rewrites the journal into a new
+    /// generation. Not damage.
+    pub undecided_from: Option<u64>,
     /// Damage found in this file (empty if none).
     pub damage: Vec<Damage>,
     /// Whether opening the store would elect this file as its journal.
@@ -416,6 +421,7 @@ fn report(file: &File, election: Option<&Election>, notes: &[Note], near: u64) -
         records: 0,
         valid_len: 0,
         torn_at: None,
+        undecided_from: None,
         damage: Vec::new(),
         elected: election.is_some(),
     };
@@ -434,6 +440,7 @@ fn report(file: &File, election: Option<&Election>, notes: &[Note], near: u64) -
         match e.tail {
             Tail::Clean => {}
             Tail::Torn { offset } => report.torn_at = Some(offset as u64),
+            Tail::Undecided { offset } => report.undecided_from = Some(offset as u64),
             Tail::Damaged {
                 offset,
                 valid_until,
@@ -471,7 +478,8 @@ fn report(file: &File, election: Option<&Election>, notes: &[Note], near: u64) -
     if noted {
         return report;
     }
-    if let Some(until) = recovery::next_valid_record(&file.bytes, scanned.end + 1, generation) {
+    let beyond = recovery::next_valid_record(&file.bytes, scanned.end + 1, generation);
+    if let recovery::Beyond::ValidUntil(until) = beyond {
         let lost = until.saturating_sub(scanned.end);
         report.damage.push(Damage {
             offset: scanned.end as u64,
@@ -483,6 +491,8 @@ fn report(file: &File, election: Option<&Election>, notes: &[Note], near: u64) -
                 describe_stop(&file.bytes, scanned.end, generation),
             ),
         });
+    } else if beyond == recovery::Beyond::GaveUp {
+        report.undecided_from = Some(scanned.end as u64);
     } else if scanned.stop == FrameRead::Torn {
         report.torn_at = Some(scanned.end as u64);
     }

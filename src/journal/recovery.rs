@@ -28,6 +28,23 @@ pub(crate) enum Tail {
     /// Damage at `offset`: valid records of this generation exist beyond it (up to
     /// `valid_until`) and were not replayed.
     Damaged { offset: usize, valid_until: usize },
+    /// The records end at `offset`, and the search beyond it for valid records of this
+    /// generation gave up, its budget spent ([`next_valid_record`]): ordinarily on a reused
+    /// file's stale records, whose bytes can spell this generation's number where a frame's
+    /// length stands. Nothing is reported as lost, but the open rewrites the journal into a
+    /// new generation, so that no new record lands in front of anything it could not rule out.
+    Undecided { offset: usize },
+}
+
+/// What lies beyond the end of a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Beyond {
+    /// No valid record of the generation.
+    Nothing,
+    /// Valid records of the generation, the last one ending here.
+    ValidUntil(usize),
+    /// The search gave up, its budget spent before it found any.
+    GaveUp,
 }
 
 /// Something open found and worked around, located for the data-loss event.
@@ -514,20 +531,25 @@ fn scan(
             FrameRead::Record { len } => Some(replayed.end + FRAME_SIZE + len),
             _ => None,
         };
-        let beyond = next_valid_record(bytes, replayed.end + 1, generation).max(refused);
-        outcome = Some((replayed, beyond));
+        let beyond = next_valid_record(bytes, replayed.end + 1, generation);
+        outcome = Some((replayed, beyond, refused));
     });
-    let Some((replayed, beyond)) = outcome else {
+    let Some((replayed, beyond, refused)) = outcome else {
         return Err(Error::Config("the journal could not be viewed".into()));
     };
     let pos = replayed.end;
-    let tail = match (beyond, replayed.stop) {
-        (Some(valid_until), _) => Tail::Damaged {
+    let found = match beyond {
+        Beyond::ValidUntil(until) => Some(until),
+        Beyond::Nothing | Beyond::GaveUp => None,
+    };
+    let tail = match (found.max(refused), beyond, replayed.stop) {
+        (Some(valid_until), _, _) => Tail::Damaged {
             offset: pos,
             valid_until,
         },
-        (None, FrameRead::Torn) => Tail::Torn { offset: pos },
-        (None, _) => Tail::Clean,
+        (None, Beyond::GaveUp, _) => Tail::Undecided { offset: pos },
+        (None, _, FrameRead::Torn) => Tail::Torn { offset: pos },
+        (None, _, _) => Tail::Clean,
     };
     Ok((replayed, tail))
 }
@@ -593,7 +615,12 @@ fn unattributed_generation(loser: &mut Candidate, elected: u64) -> u64 {
         }
         let newer = (1..=SEARCHED)
             .map(|k| elected.saturating_add(k))
-            .filter(|&g| next_valid_record(bytes, HEADER_SIZE, g).is_some())
+            .filter(|&g| {
+                matches!(
+                    next_valid_record(bytes, HEADER_SIZE, g),
+                    Beyond::ValidUntil(_)
+                )
+            })
             .max();
         match newer {
             Some(g) => g,
@@ -623,13 +650,16 @@ fn first_record_is_older(bytes: &[u8], elected: u64) -> bool {
 /// that what stopped the replay was damage, not the end of the data (`verify` asks the same).
 ///
 /// The search checksums every candidate frame for the bodies they claim, at most twice the
-/// file's length in all: the records of a genuine journal claim less than its length, but
-/// values crafted to hold many frame images of a coming generation, each claiming a long body,
-/// could otherwise make every open take hours. Past that budget it cannot tell, so it answers
-/// that valid records may run to the end of the file: the open then treats what follows as
-/// damage (reported, and rewritten away), never as the end of the data that new records
-/// could land in front of.
-pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Option<usize> {
+/// file's length in all, or values crafted to hold many frame images of a coming generation,
+/// each claiming a long body, could make every open take hours. Ordinary files spend it too:
+/// a reused file's stale records of an earlier generation have this generation's number in
+/// their length field whenever it equals a common body length, and each such spot reads as a
+/// frame claiming a body as long as the previous record's last four bytes say (tens of MB).
+/// Past the budget the search cannot tell: with valid records already found, they may run to
+/// the end of the file (damage, reported); with none, it answers [`Beyond::GaveUp`], which
+/// the open neither reports as a loss nor takes for the end of the data that new records
+/// could land in front of ([`Tail::Undecided`]).
+pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Beyond {
     let frames = format::Frames::new(generation);
     let mut budget = Some(bytes.len().saturating_mul(2));
     let mut last = None;
@@ -640,10 +670,12 @@ pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> O
         last = Some(frame_at + FRAME_SIZE + len);
         search = frame_at + 1;
     }
-    if budget.is_none() {
-        return Some(bytes.len());
+    match (last, budget) {
+        (Some(_), None) => Beyond::ValidUntil(bytes.len()),
+        (Some(until), Some(_)) => Beyond::ValidUntil(until),
+        (None, None) => Beyond::GaveUp,
+        (None, Some(_)) => Beyond::Nothing,
     }
-    last
 }
 
 #[cfg(test)]

@@ -488,6 +488,14 @@ fn write_report(out: &mut impl Write, report: &VerifyReport) -> io::Result<()> {
                  acknowledged, discarded"
             )?;
         }
+        if let Some(offset) = file.undecided_from {
+            writeln!(
+                out,
+                "  records end at byte {offset}; the search for more records of this \
+                 generation beyond it gave up (its budget spent, ordinarily on stale records \
+                 of an older generation): not known to be damage"
+            )?;
+        }
         for damage in &file.damage {
             writeln!(
                 out,

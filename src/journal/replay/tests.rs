@@ -3,6 +3,8 @@
 use super::*;
 use crate::bonjson::Limits;
 use crate::journal::format::Op;
+use crate::journal::recovery::{Beyond, Tail};
+use crate::journal::storage::{MemBackend, Slot};
 use crate::testing::Rng;
 
 const GENERATION: u64 = 7;
@@ -378,9 +380,9 @@ fn a_value_that_expands_beyond_its_bytes_ends_the_replay() {
 
 /// The search for valid records beyond where replay stopped checksums at most twice the
 /// file's length: frame images claiming long bodies (inside values of a coming generation, in
-/// a reused file's stale tail) cannot make an open take hours. Past the budget it answers
-/// that valid records may run to the end of the file (a valid record does follow them): the
-/// open then treats the rest as damage, never as room for new records.
+/// a reused file's stale tail) cannot make an open take hours. Past the budget it says it
+/// gave up (a valid record does follow them): the open then rewrites the journal into a new
+/// generation instead of taking the rest for room for new records.
 #[test]
 fn the_search_beyond_the_end_is_bounded() {
     let (bytes, real) = frame_images_then_a_record();
@@ -392,15 +394,57 @@ fn the_search_beyond_the_end_is_bounded() {
     );
     assert_eq!(
         crate::journal::recovery::next_valid_record(&bytes, HEADER_SIZE, GENERATION),
-        Some(bytes.len())
+        Beyond::GaveUp
     );
     // A genuine record after damage is found as before.
     let mut damaged = bytes.clone();
     damaged[HEADER_SIZE..real].fill(0x22);
     assert_eq!(
         crate::journal::recovery::next_valid_record(&damaged, HEADER_SIZE, GENERATION),
-        Some(real + FRAME_SIZE + 1)
+        Beyond::ValidUntil(real + FRAME_SIZE + 1)
     );
+}
+
+/// A 64 MiB journal of generation 9 reusing a file whose stale tail holds generation 7's
+/// records of a flags store: `flag_a` set to 1, a 9-byte body, so every stale frame's length
+/// field spells 9, and the four bytes before it (the previous body's end) read as a frame
+/// claiming 23 MB. A handful of those spent the search's whole budget, and the open reported
+/// nearly the whole file as lost, where nothing was. Now nothing is reported, and the open
+/// rewrites the journal into a new generation (`Tail::Undecided`).
+#[test]
+fn stale_records_that_spell_the_generation_are_not_reported_as_damage() {
+    const LEN: usize = 64 << 20;
+    let mut body = Vec::new();
+    format::encode_put("flag_a", &Value::Integer(1), &Default::default(), &mut body).unwrap();
+    assert_eq!(body.len(), 9);
+    let put = |bytes: &mut Vec<u8>, generation: u64, body: &[u8]| {
+        bytes.extend_from_slice(&format::frame(generation, body));
+        bytes.extend_from_slice(body);
+    };
+    let mut bytes = vec![0_u8; HEADER_SIZE];
+    put(&mut bytes, 9, &body);
+    put(&mut bytes, 9, &format::encode_commit(9));
+    let end = bytes.len();
+    while bytes.len() + FRAME_SIZE + body.len() <= LEN {
+        put(&mut bytes, 7, &body);
+    }
+    bytes.resize(LEN, 0);
+    assert_eq!(
+        crate::journal::recovery::next_valid_record(&bytes, end + 1, 9),
+        Beyond::GaveUp
+    );
+    let header = format::encode_header(&format::Header {
+        version: format::FORMAT_VERSION,
+        state: format::STATE_COMMITTED,
+        generation: 9,
+    });
+    bytes[..header.len()].copy_from_slice(&header);
+    let backend = MemBackend::new();
+    *backend.file(Slot::A).lock() = bytes;
+    let opened = crate::journal::recovery::open(&backend, LEN, &Default::default()).unwrap();
+    assert_eq!(opened.tail, Tail::Undecided { offset: end });
+    assert!(opened.notes.is_empty(), "{:?}", opened.notes);
+    assert_eq!(opened.entries.len(), 1);
 }
 
 /// Every number in a record has one spelling, the shortest, and a commit marker is exactly a
