@@ -264,6 +264,30 @@ fn field_note_7_future_versions_and_unreadable_files_are_errors_not_wiped() {
         open(&disk),
         Err(Error::UnsupportedVersion { found: 99, .. })
     ));
+    // Also with a generation this version could not write: a later version's rules may differ.
+    let header = format::Header {
+        generation: format::MAX_GENERATION + 1,
+        ..header
+    };
+    disk.file(slot).lock()[..format::HEADER_USED].copy_from_slice(&format::encode_header(&header));
+    assert!(matches!(
+        open(&disk),
+        Err(Error::UnsupportedVersion { found: 99, .. })
+    ));
+    // A header of generation 1 in a state this version does not know, over a blank second
+    // file, is not a creation cut short (only creation writes generation 1, and it writes
+    // `PENDING`): refused and left as it is, not made into a new store.
+    let unknown_state = format::Header {
+        version: format::FORMAT_VERSION,
+        state: 7,
+        generation: 1,
+    };
+    let mut first = vec![0_u8; original.len()];
+    first[..format::HEADER_USED].copy_from_slice(&format::encode_header(&unknown_state));
+    *disk.file(Slot::A).lock() = first.clone();
+    *disk.file(Slot::B).lock() = vec![0_u8; original.len()];
+    assert!(matches!(open(&disk), Err(Error::Unreadable { .. })));
+    assert_eq!(*disk.file(Slot::A).lock(), first);
 
     let garbage: Vec<u8> = (0..original.len()).map(|i| (i * 7 + 3) as u8).collect();
     *disk.file(Slot::A).lock() = garbage.clone();

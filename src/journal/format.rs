@@ -104,7 +104,11 @@ pub(crate) fn decode_header(bytes: &[u8]) -> HeaderRead {
         read_u32(bytes, STATE_OFFSET),
         read_u64(bytes, GENERATION_OFFSET),
     ) {
-        (Some(version), Some(state), Some(generation)) if generation <= MAX_GENERATION => {
+        // A later version's header is taken as such whatever its generation, so that the open
+        // refuses it as a later version (whose rules may differ) instead of as damage.
+        (Some(version), Some(state), Some(generation))
+            if generation <= MAX_GENERATION || version > FORMAT_VERSION =>
+        {
             HeaderRead::Valid(Header {
                 version,
                 state,

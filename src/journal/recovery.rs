@@ -304,13 +304,11 @@ fn elect(
             // (power loss before its first header was committed): nothing was ever
             // acknowledged, so it is created again. Any other `PENDING` file alone means the
             // committed journal is gone.
-            let pending = |c: &Candidate| match c.header {
-                HeaderRead::Valid(h) => Some(h.generation),
-                _ => None,
+            let blank_or_first_pending = |c: &Candidate| match c.header {
+                HeaderRead::Valid(h) => h.state == STATE_PENDING && h.generation == 1,
+                HeaderRead::Empty | HeaderRead::Invalid => true,
             };
-            let creation_cut_short = [pending(&a), pending(&b)]
-                .iter()
-                .all(|g| matches!(g, None | Some(1)));
+            let creation_cut_short = blank_or_first_pending(&a) && blank_or_first_pending(&b);
             if !creation_cut_short {
                 return Err(Error::Unreadable {
                     path: base,
