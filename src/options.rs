@@ -95,7 +95,9 @@ impl Builder {
     /// Called once each time a journal generation crosses its high-water mark, with
     /// `(current_pos, capacity, hwm_pos)` (`capacity`: the journal's size, `buffer_size`
     /// until the journals grow), on the thread whose write crossed it, before that write
-    /// returns. A generation that a compaction replaces before it reaches its mark (see
+    /// returns (with [`Durability::Sync`], after the write is durable). It may use the store,
+    /// for instance to call [`KVStore::compact`](crate::KVStore::compact). A generation that a
+    /// compaction replaces before it reaches its mark (see
     /// [`pace_compactions`](Self::pace_compactions)) never fires it.
     pub fn on_high_water_mark(mut self, callback: fn(usize, usize, usize)) -> Self {
         self.callback = Some(callback);

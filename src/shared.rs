@@ -451,12 +451,17 @@ impl Shared {
         {
             self.writer.lock().compacting = false;
         }
+        // Synced before the callback runs, and the journal let go of: the compactor waits for
+        // every holder of a journal before it reuses the file, so a callback that compacts or
+        // writes (and waits for that compaction) must not run while this write holds one.
+        let synced = match journal {
+            Some(journal) => self.sync_through(Some((journal, end))),
+            None => Ok(()),
+        };
         if let Some(callback) = fire {
             callback(end, capacity, hwm);
         }
-        if let Some(journal) = journal {
-            self.sync_through(Some((journal, end)))?;
-        }
+        synced?;
         Ok(previous)
     }
 

@@ -587,3 +587,57 @@ fn update_recomputes_after_a_conflicting_write() {
     assert_eq!(stored, Some(Value::Integer(101)));
     assert_eq!(store.get("k").unwrap(), Some(Value::Integer(101)));
 }
+
+/// A high-water-mark callback may use the store. With `Durability::Sync`, the write that
+/// crossed the mark used to hold its journal while the callback ran, and the compactor waits
+/// for every holder of a journal before reusing its file: a callback that compacted waited
+/// forever for a compaction that waited for it.
+#[test]
+fn a_high_water_mark_callback_may_compact_the_store() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static STORE: std::sync::OnceLock<KVStore> = std::sync::OnceLock::new();
+    static EVENTS: std::sync::OnceLock<std::sync::Mutex<crossbeam_channel::Receiver<Event>>> =
+        std::sync::OnceLock::new();
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    /// Waits until the compaction this write asked for has started (so the request below is
+    /// not merged into it), then asks for another one and waits for it.
+    fn compact_now(_: usize, _: usize, _: usize) {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        let (Some(store), Some(events)) = (STORE.get(), EVENTS.get()) else {
+            return;
+        };
+        let active = store.stats().generation;
+        let events = events.lock().unwrap();
+        while let Ok(event) = events.recv_timeout(std::time::Duration::from_secs(10)) {
+            if matches!(event, Event::CompactionStarted { generation } if generation > active) {
+                break;
+            }
+        }
+        store.compact().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = KVStore::builder(base(&dir))
+        .buffer_size(64 * 1024)
+        .durability(resilient_kv::Durability::Sync)
+        .pace_compactions(false)
+        .on_high_water_mark(compact_now)
+        .open()
+        .unwrap();
+    let events = store.subscribe();
+    assert!(EVENTS.set(std::sync::Mutex::new(events)).is_ok());
+    assert!(STORE.set(store).is_ok());
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let store = STORE.get().unwrap();
+        let value = Value::from("v".repeat(1000));
+        for i in 0..200 {
+            store.insert(format!("k{}", i % 20), value.clone()).unwrap();
+        }
+        done.send(store.stats().compactions).unwrap();
+    });
+    let compactions = finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the writes finish");
+    assert!(CALLS.load(Ordering::SeqCst) >= 2);
+    assert!(compactions >= 4, "{compactions}");
+}
