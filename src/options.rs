@@ -16,7 +16,10 @@ pub enum Durability {
     ///
     /// If that flush fails, the write returns the error and the store is poisoned, but the
     /// write was already applied: it is visible to readers until the store is closed, and may
-    /// or may not be on the disk. Every other error leaves nothing changed.
+    /// or may not be on the disk. The same holds when another failure poisons the store
+    /// between the write's append and its flush: the write then returns
+    /// [`Error::Poisoned`](crate::Error::Poisoned) after it was applied. Every other error
+    /// leaves nothing changed.
     Sync,
 }
 
