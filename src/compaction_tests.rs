@@ -202,6 +202,42 @@ fn compact_reports_the_failing_file_and_kind() {
     store.compact().unwrap();
 }
 
+/// A compaction that grows the inactive journal and then fails leaves it grown, and
+/// `stats()` says so (it used to keep the size from before, until a later swap).
+#[test]
+fn a_failed_compaction_that_grew_the_journal_reports_its_new_size() {
+    let disk = MemBackend::new();
+    let store = open(&disk, 16 * 1024);
+    let events = store.subscribe();
+    for i in 0..300 {
+        store
+            .insert(format!("key{i:04}"), Value::Integer(i))
+            .unwrap();
+    }
+    store.compact().unwrap();
+    let inactive = inactive_slot(&disk);
+    let before = store.stats().inactive_capacity;
+    for i in 300..600 {
+        store
+            .insert(format!("key{i:04}"), Value::Integer(i))
+            .unwrap();
+    }
+    *disk.fail_flush_when.lock() = Some(Box::new(move |slot, _, _| slot == inactive));
+    assert!(store.compact().is_err());
+    *disk.fail_flush_when.lock() = None;
+    let grown = events
+        .try_iter()
+        .filter_map(|event| match event {
+            crate::Event::JournalGrown { new_size } => Some(new_size),
+            _ => None,
+        })
+        .last()
+        .unwrap();
+    assert!(grown > before, "{grown} {before}");
+    assert_eq!(disk.file(inactive).lock().len() as u64, grown);
+    assert_eq!(store.stats().inactive_capacity, grown);
+}
+
 /// A write past the pace's latest start begins a compaction even far below the high-water
 /// mark: the writers' rate decides when one must start, not only the mark.
 #[test]

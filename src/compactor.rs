@@ -565,6 +565,11 @@ fn grow(shared: &Shared, journal: &mut Journal, new_size: usize) -> Result<()> {
         .storage_mut()
         .grow(new_size)
         .map_err(io_error(journal))?;
+    // It is the inactive journal, and stays this size if the compaction fails.
+    shared
+        .stats
+        .inactive_capacity
+        .store(new_size as u64, Ordering::Relaxed);
     shared.emit(Event::JournalGrown {
         new_size: new_size as u64,
     });
