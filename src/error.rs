@@ -58,6 +58,8 @@ pub enum Error {
     Full {
         /// The active journal's end plus this record: what the write found no room for (it
         /// counts overwritten records a compaction would drop, so it is not the live data).
+        /// From [`KVStore::compact`](crate::KVStore::compact), a lower bound: the bytes the
+        /// compaction had written when it ran out of room.
         needed: u64,
         /// The configured limit for each journal file.
         max_size: u64,
