@@ -238,6 +238,30 @@ fn a_failed_compaction_that_grew_the_journal_reports_its_new_size() {
     assert_eq!(store.stats().inactive_capacity, grown);
 }
 
+/// A compaction refused before it took a generation (the store was poisoned while it was
+/// queued) reports the generation it would have written, not the active one.
+#[test]
+fn a_compaction_refused_before_it_began_names_the_next_generation() {
+    let disk = MemBackend::new();
+    let store = open(&disk, 64 * 1024);
+    store.insert("k".into(), Value::Integer(1)).unwrap();
+    store.compact().unwrap();
+    let active = store.stats().generation;
+    let events = store.subscribe();
+    store.shared.poison("test".into());
+    let (reply, done) = crate::sync::channel::bounded(1);
+    store.shared.request_compaction(Some(reply));
+    assert!(matches!(
+        done.recv().unwrap(),
+        Err(crate::Error::Poisoned { .. })
+    ));
+    let failed = events.try_iter().find_map(|event| match event {
+        crate::Event::CompactionFailed { generation, .. } => Some(generation),
+        _ => None,
+    });
+    assert_eq!(failed, Some(active + 1));
+}
+
 /// A write past the pace's latest start begins a compaction even far below the high-water
 /// mark: the writers' rate decides when one must start, not only the mark.
 #[test]

@@ -81,10 +81,10 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
         }
         // Numbered before it takes its start position: a writer waiting for room trusts
         // only the outcome of a compaction numbered after it began waiting.
-        let number = {
+        let (number, unassigned) = {
             let mut w = shared.writer.lock();
             w.compactions_started += 1;
-            w.compactions_started
+            (w.compactions_started, w.next_generation)
         };
         let outcome = match catch_unwind(AssertUnwindSafe(|| compact(shared, number))) {
             Ok(outcome) => outcome,
@@ -94,8 +94,16 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
             }
         };
         if let Err(e) = &outcome {
-            // The generation of the attempt that failed (the last one handed out).
-            let generation = shared.writer.lock().next_generation.saturating_sub(1);
+            // The generation of the attempt that failed: the last one handed out, or, if it
+            // failed before taking one (a poisoned store), the one it would have taken.
+            let generation = {
+                let w = shared.writer.lock();
+                if w.next_generation > unassigned {
+                    w.next_generation - 1
+                } else {
+                    w.next_generation.max(w.active.generation() + 1)
+                }
+            };
             shared.emit(Event::CompactionFailed {
                 generation,
                 reason: e.to_string(),

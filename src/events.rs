@@ -28,7 +28,8 @@ pub enum Event {
     },
     /// A compaction failed; the store keeps appending to the current journal.
     CompactionFailed {
-        /// The generation that was being written.
+        /// The generation that was being written (for an attempt refused before it began,
+        /// on a poisoned store, the one it would have written).
         generation: u64,
         /// Why.
         reason: String,
