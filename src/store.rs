@@ -509,7 +509,12 @@ fn recover_copied(base: &Path) -> Result<recovery::Opened> {
         };
         (offset.is_some() || !opened.notes.is_empty()).then(|| {
             let generation = opened.active.generation();
-            (generation, offset, opened.notes.clone())
+            // Where damage is, not how much lies beyond it: a live writer appending after
+            // real damage makes that grow from copy to copy.
+            let notes: Vec<_> = (opened.notes.iter())
+                .map(|note| (note.path.clone(), note.offset, note.detail.clone()))
+                .collect();
+            (generation, offset, notes)
         })
     })?;
     if !confirmed {

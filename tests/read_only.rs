@@ -185,6 +185,60 @@ fn read_only_open_reports_damage_that_stays() {
     assert!(reader.len() < 100);
 }
 
+/// Damage inside the newest generation's snapshot (before its commit marker) while the writer,
+/// unaware, keeps appending: every copy shows it at the same place, with more records beyond
+/// it each time. It is real and stays, so it is reported (it used to count as damage that
+/// moved, because the bytes beyond it grew, and the reader showed the older generation with
+/// no loss reported).
+#[test]
+fn damage_a_live_writer_keeps_appending_after_is_reported() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("app");
+    let writer = KVStore::builder(&base)
+        .buffer_size(8 << 20)
+        .pace_compactions(false)
+        .open()
+        .unwrap();
+    for i in 0..200 {
+        writer.insert(format!("k{i}"), Value::Integer(i)).unwrap();
+    }
+    writer.compact().unwrap();
+    assert_eq!(writer.stats().generation, 2);
+    let newest = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("app.jrnb"))
+        .unwrap();
+    let mut byte = [0_u8; 1];
+    std::fs::File::open(dir.path().join("app.jrnb"))
+        .unwrap()
+        .read_exact_at(&mut byte, 4096 + 50)
+        .unwrap();
+    newest.write_at(&[byte[0] ^ 0x55], 4096 + 50).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut ticks = 0_i64;
+            while !stop.load(Ordering::Relaxed) && ticks < 20_000 {
+                writer.insert("tick".into(), Value::Integer(ticks)).unwrap();
+                ticks += 1;
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+            writer
+        })
+    };
+    let reader = KVStore::open_read_only(&base).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let writer = ticker.join().unwrap();
+    assert_eq!(
+        writer.stats().generation,
+        2,
+        "no compaction moved past the damage"
+    );
+    assert!(reader.stats().data_loss_events > 0, "{:?}", reader.stats());
+}
+
 /// Refreshes from several threads never publish an older state after a newer one: a counter
 /// a writer keeps raising never goes down in the reader, whichever refresh finishes last.
 #[test]
