@@ -502,21 +502,22 @@ fn recover_copied(base: &Path) -> Result<recovery::Opened> {
         let backend = CopiedBackend::load(base)?;
         recovery::open(&backend, 0, &DecodeOptions::default())
     };
-    let (mut opened, confirmed) = settle_damage(5, take, |opened: &recovery::Opened| {
-        let offset = match opened.tail {
-            Tail::Damaged { offset, .. } => Some(offset),
-            _ => None,
-        };
-        (offset.is_some() || !opened.notes.is_empty()).then(|| {
-            let generation = opened.active.generation();
-            // Where damage is, not how much lies beyond it: a live writer appending after
-            // real damage makes that grow from copy to copy.
-            let notes: Vec<_> = (opened.notes.iter())
-                .map(|note| (note.path.clone(), note.offset, note.detail.clone()))
-                .collect();
-            (generation, offset, notes)
-        })
-    })?;
+    let (mut opened, confirmed) =
+        crate::journal::copied::settle_damage(5, take, |opened: &recovery::Opened| {
+            let offset = match opened.tail {
+                Tail::Damaged { offset, .. } => Some(offset),
+                _ => None,
+            };
+            (offset.is_some() || !opened.notes.is_empty()).then(|| {
+                let generation = opened.active.generation();
+                // Where damage is, not how much lies beyond it: a live writer appending after
+                // real damage makes that grow from copy to copy.
+                let notes: Vec<_> = (opened.notes.iter())
+                    .map(|note| (note.path.clone(), note.offset, note.detail.clone()))
+                    .collect();
+                (generation, offset, notes)
+            })
+        })?;
     if !confirmed {
         // Damage that moved from copy to copy is a writer's records seen half written (real
         // damage stays where it is): what the copy replayed is a true state, its end is not
@@ -529,35 +530,6 @@ fn recover_copied(base: &Path) -> Result<recovery::Opened> {
     opened.active.storage_mut().release_copy();
     opened.inactive.storage_mut().release_copy();
     Ok(opened)
-}
-
-/// Takes copies (`take`) until one shows no damage, or two in a row show the same damage
-/// (`damage`: where, in which generation); at most `attempts` copies. Returns the last copy and
-/// whether its damage, if any, is confirmed. A copy of files a writer is appending to can look
-/// damaged where a record was half copied (a frame not yet written before a complete one), at
-/// a place that moves with the writer; real damage stays put.
-fn settle_damage<T, K: PartialEq>(
-    attempts: usize,
-    mut take: impl FnMut() -> Result<T>,
-    damage: impl Fn(&T) -> Option<K>,
-) -> Result<(T, bool)> {
-    let mut previous = None;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let copy = take()?;
-        let Some(found) = damage(&copy) else {
-            return Ok((copy, true));
-        };
-        if previous.as_ref() == Some(&found) {
-            return Ok((copy, true));
-        }
-        if attempt >= attempts {
-            return Ok((copy, false));
-        }
-        previous = Some(found);
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
 }
 
 /// The published map of a replay's entries.
@@ -594,44 +566,4 @@ fn loss_events(active: &Journal, tail: &Tail, notes: &[Note]) -> Vec<Event> {
         });
     }
     events
-}
-
-#[cfg(test)]
-mod tests {
-    use super::settle_damage;
-
-    /// Copies `(value, damage)` in turn; returns what `settle_damage` made of them and how
-    /// many it took.
-    fn settle(copies: &[(u32, Option<u32>)]) -> ((u32, bool), usize) {
-        let mut taken = 0;
-        let settled = settle_damage(
-            4,
-            || {
-                taken += 1;
-                Ok(copies[taken - 1])
-            },
-            |copy: &(u32, Option<u32>)| copy.1,
-        )
-        .unwrap();
-        (((settled.0).0, settled.1), taken)
-    }
-
-    #[test]
-    fn damage_counts_only_where_two_copies_in_a_row_agree() {
-        // A clean copy ends the search at once.
-        assert_eq!(settle(&[(1, None)]), ((1, true), 1));
-        // Damage at the same place twice in a row is real.
-        assert_eq!(settle(&[(1, Some(7)), (2, Some(7))]), ((2, true), 2));
-        // Damage that moves, then a clean copy: the clean one.
-        assert_eq!(
-            settle(&[(1, Some(7)), (2, Some(9)), (3, None)]),
-            ((3, true), 3)
-        );
-        // Damage that keeps moving is not confirmed.
-        let moving = [(1, Some(1)), (2, Some(2)), (3, Some(3)), (4, Some(4))];
-        assert_eq!(settle(&moving), ((4, false), 4));
-        // Agreement only counts between neighbours.
-        let back = [(1, Some(1)), (2, Some(2)), (3, Some(1)), (4, Some(1))];
-        assert_eq!(settle(&back), ((4, true), 4));
-    }
 }
