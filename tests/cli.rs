@@ -121,6 +121,7 @@ fn set_get_rm_dump_stats_compact_verify() {
     ok(&["set", b, "theme", r#""dark""#, "--create"]);
     ok(&["set", b, "volume", "30"]);
     ok(&["set", b, "ratio", "0.25"]);
+    ok(&["set", b, "below", "-5"]);
     ok(&["set", b, "big", "18446744073709551615"]);
     ok(&["set", b, "nested", r#"{"b": [1, true, null], "a": "é"}"#]);
     ok(&["set", b, "gone", "1"]);
@@ -129,6 +130,8 @@ fn set_get_rm_dump_stats_compact_verify() {
     assert_eq!(ok(&["get", b, "theme"]), "\"dark\"\n");
     assert_eq!(ok(&["get", b, "volume"]), "30\n");
     assert_eq!(ok(&["get", b, "ratio"]), "0.25\n");
+    assert_eq!(ok(&["get", b, "below"]), "-5\n");
+    ok(&["rm", b, "below"]);
     assert_eq!(ok(&["get", b, "big"]), "18446744073709551615\n");
     assert_eq!(
         ok(&["get", b, "nested"]),

@@ -58,7 +58,8 @@ enum Command {
         base: PathBuf,
         /// The key.
         key: String,
-        /// The value, as JSON: 42, true, '"text"', '{"a": [1, 2]}'.
+        /// The value, as JSON: 42, -5, true, '"text"', '{"a": [1, 2]}'.
+        #[arg(allow_negative_numbers = true)]
         json: String,
         /// Create the store if it does not exist.
         #[arg(long)]
