@@ -366,6 +366,10 @@ fn a_missing_store_is_a_clear_error_and_creates_nothing() {
     fails(&["dump", s(&deep)], 1);
     fails(&["verify", s(&deep)], 2);
     assert_eq!(dir_entries(dir.path()), ["in.json"]);
+    // Files that exist but cannot be read were not checked: 3, not "unusable" (2).
+    let unreadable = dir.path().join("unreadable");
+    std::fs::create_dir(dir.path().join("unreadable.jrna")).unwrap();
+    fails(&["verify", s(&unreadable)], 3);
 }
 
 #[test]

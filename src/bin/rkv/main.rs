@@ -7,7 +7,8 @@
 //!
 //! Values are JSON on the command line and on output. Errors are one line on stderr and a
 //! non-zero exit status: 1 for a failure, 2 for bad arguments; `verify` exits 0 when the files
-//! are clean, 1 when they are damaged and 2 when no store can be opened from them.
+//! are clean, 1 when they are damaged, 2 when no store can be opened from them and 3 when they
+//! could not be checked (unreadable, or switched by compactions during every copy).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -96,7 +97,8 @@ enum Command {
     },
     /// Check both journal files: generation, records, valid length, damage and its offset.
     ///
-    /// Exit status: 0 clean, 1 damaged, 2 unusable (no store opens from these files).
+    /// Exit status: 0 clean, 1 damaged, 2 unusable (no store opens from these files), 3 not
+    /// checked (a file could not be read, or compactions switched files during every copy).
     Verify {
         /// The store's base path.
         base: PathBuf,
@@ -151,6 +153,19 @@ impl From<io::Error> for Failure {
 
 fn fail<T>(message: impl Into<String>) -> Result<T, Failure> {
     Err(Failure::Message(message.into()))
+}
+
+/// `verify`'s exit status when it could not produce a report: 2 when there is no store at
+/// all (nothing opens from these files), 3 when the files could not be checked (unreadable, or
+/// a store so busy that compactions switched files during every copy): a store in use is not
+/// unusable.
+fn verify_failure_code(e: &resilient_kv::Error) -> ExitCode {
+    match e {
+        resilient_kv::Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+            ExitCode::from(2)
+        }
+        _ => ExitCode::from(3),
+    }
 }
 
 /// A store error as one line, with a hint where one helps.
@@ -287,7 +302,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 Ok(report) => report,
                 Err(e) => {
                     let _ = writeln!(io::stderr(), "rkv: {}", describe(&e));
-                    return Ok(ExitCode::from(2));
+                    return Ok(verify_failure_code(&e));
                 }
             };
             let code = ExitCode::from(match report.status {
