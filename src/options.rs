@@ -11,8 +11,10 @@ pub enum Durability {
     /// [`KVStore::sync`](crate::KVStore::sync).
     #[default]
     Process,
-    /// Also survives power loss when the write returns: every write is flushed (msync and
-    /// fdatasync) before it returns. Concurrent writers share one flush (group commit).
+    /// Also survives power loss when the write returns: every write is flushed before it
+    /// returns (fdatasync, which on Linux also writes back the mapped pages; elsewhere, and
+    /// when the header changed, an msync first). Concurrent writers share one flush (group
+    /// commit).
     ///
     /// If that flush fails, the write returns the error and the store is poisoned, but the
     /// write was already applied: it is visible to readers until the store is closed, and may
@@ -98,7 +100,8 @@ impl Builder {
     /// Called once each time a journal generation crosses its high-water mark, with
     /// `(current_pos, capacity, hwm_pos)` (`capacity`: the journal's size, `buffer_size`
     /// until the journals grow), on the thread whose write crossed it, before that write
-    /// returns (with [`Durability::Sync`], after the write is durable). It may use the store,
+    /// returns (with [`Durability::Sync`], after the write's flush, even one that failed). It
+    /// may use the store,
     /// for instance to call [`KVStore::compact`](crate::KVStore::compact). A generation that a
     /// compaction replaces before it reaches its mark (see
     /// [`pace_compactions`](Self::pace_compactions)) never fires it.

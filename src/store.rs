@@ -417,7 +417,8 @@ impl KVStore {
         Ok(())
     }
 
-    /// Makes every write acknowledged so far survive power loss (msync, then fdatasync).
+    /// Makes every write acknowledged so far survive power loss (fdatasync; an msync first
+    /// where the OS needs one, or when the header changed).
     /// A read-only store has nothing to flush and returns `Ok`.
     pub fn sync(&self) -> Result<()> {
         if self.shared.config.read_only {

@@ -166,8 +166,9 @@ impl VerifyReport {
 /// has the store open.
 ///
 /// Fails only if the files cannot be read: with an [`Error::Io`] whose source is
-/// [`io::ErrorKind::NotFound`] if neither file exists. Damage, and files that no store could
-/// open, are reported in the [`VerifyReport`].
+/// [`io::ErrorKind::NotFound`] if neither file exists, or [`io::ErrorKind::ResourceBusy`] if a
+/// writer's compactions switched the files during every copy for two seconds. Damage, and
+/// files that no store could open, are reported in the [`VerifyReport`].
 ///
 /// ```
 /// # fn main() -> resilient_kv::Result<()> {
