@@ -43,6 +43,8 @@ use crate::{Result, Value};
 /// shareable::<resilient_kv::KVStore>();
 /// shareable::<resilient_kv::Snapshot>();
 /// ```
+///
+/// Its `Debug` shows the base path and the published map's size, without taking a lock.
 pub struct KVStore {
     pub(crate) shared: Arc<Shared>,
     compactor: Option<JoinHandle<()>>,
@@ -476,6 +478,20 @@ impl KVStore {
             data_loss_events: s.data_loss.load(Ordering::Relaxed),
             waits_for_room: s.waits_for_room.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl std::fmt::Debug for KVStore {
+    /// The base path, whether it is read-only, and the published version's size and number
+    /// (no lock taken: what a reader would see).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let version = self.shared.published.load();
+        f.debug_struct("KVStore")
+            .field("base", &self.shared.config.base)
+            .field("read_only", &self.shared.config.read_only)
+            .field("len", &version.map.len())
+            .field("seq", &version.seq)
+            .finish_non_exhaustive()
     }
 }
 

@@ -641,3 +641,17 @@ fn a_high_water_mark_callback_may_compact_the_store() {
     assert!(CALLS.load(Ordering::SeqCst) >= 2);
     assert!(compactions >= 4, "{compactions}");
 }
+
+/// `KVStore` is `Debug`, as public types are expected to be: its base path and size.
+#[test]
+fn a_store_prints_its_path_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = KVStore::new(base(&dir), 64 * 1024, None, None).unwrap();
+    store.insert("a".into(), Value::Integer(1)).unwrap();
+    let printed = format!("{store:?}");
+    assert!(printed.starts_with("KVStore {"), "{printed}");
+    assert!(
+        printed.contains("app.db") && printed.contains("len: 1"),
+        "{printed}"
+    );
+}
