@@ -154,6 +154,11 @@ fn refresh_during_a_compaction_storm_sees_only_whole_states() {
         writer.stats().compactions
     );
     assert!(writer.stats().compactions > 5);
+    // The checks above ran on views published during the storm, not only on the first one.
+    assert!(
+        refreshes >= 3,
+        "only {refreshes} refreshes changed the view"
+    );
 }
 
 /// A read-only open retakes its copy a few times when the copy looks damaged (a live writer's
