@@ -154,13 +154,13 @@ fn a_sync_during_the_new_journals_failing_last_flush_reports_it() {
             generation + 1,
             "held after the swap"
         );
+        let queued = store.shared.syncers_at_the_lock.load(Ordering::SeqCst);
         let sync = scope.spawn(|| store.sync());
-        // Give an unserialized `sync()` time to finish before the held flush fails (with the
-        // fix it waits for the flush whatever this wait is).
-        let waited = std::time::Instant::now();
-        while !sync.is_finished() && waited.elapsed() < std::time::Duration::from_millis(300) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        // The `sync()` has finished (an unserialized one, the bug) or waits behind the held
+        // flush before that flush fails.
+        wait_until("the sync to finish or queue behind the held flush", || {
+            sync.is_finished() || store.shared.syncers_at_the_lock.load(Ordering::SeqCst) > queued
+        });
         disk.fail_flushes.store(true, Ordering::SeqCst);
         disk.pause_when(None);
         assert!(

@@ -37,6 +37,10 @@ pub(crate) struct Shared {
     /// hold, so that a slower refresh never publishes an older copy after a newer one.
     pub(crate) refresh_lock: Mutex<()>,
     pub(crate) stats: Counters,
+    /// Callers of `sync_through` that reached the flush lock (tests wait for a `sync()` to be
+    /// queued behind a held flush instead of sleeping).
+    #[cfg(test)]
+    pub(crate) syncers_at_the_lock: std::sync::atomic::AtomicUsize,
 }
 
 /// Everything the single writer lock protects.
@@ -478,6 +482,8 @@ impl Shared {
         };
         loop {
             {
+                #[cfg(test)]
+                self.syncers_at_the_lock.fetch_add(1, Ordering::SeqCst);
                 let _one_flusher = self.sync_lock.lock();
                 self.check_poison()?;
                 if (journal.synced() < end || journal.header_dirty())

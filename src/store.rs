@@ -257,6 +257,8 @@ impl KVStore {
             shutting_down: AtomicBool::new(false),
             sync_lock: Mutex::new(()),
             refresh_lock: Mutex::new(()),
+            #[cfg(test)]
+            syncers_at_the_lock: Default::default(),
             stats,
         });
         if shared.config.read_only {

@@ -1,6 +1,7 @@
 //! Regression tests: one per bug the harnesses found, each named after it.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use crate::journal::storage::{DiskImage, DiskOp, MemBackend, PAGE, SECTOR, SectorFate};
 use crate::options::Builder;
@@ -101,11 +102,15 @@ fn sync_racing_the_end_of_a_compaction_waits_for_the_new_header() {
         wait_until("the compaction held at its COMMITTED header", || {
             disk.held() >= 2
         });
+        let queued = store.shared.syncers_at_the_lock.load(Ordering::SeqCst);
         let sync = scope.spawn(|| {
             store.sync().unwrap();
             disk.ops_done()
         });
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Released only once the sync has returned (the bug) or waits behind the held flush.
+        wait_until("the sync to return or queue behind the held flush", || {
+            sync.is_finished() || store.shared.syncers_at_the_lock.load(Ordering::SeqCst) > queued
+        });
         disk.pause_when(None);
         let returned_at = sync.join().unwrap();
         compaction.join().unwrap();
