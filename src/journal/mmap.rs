@@ -385,6 +385,28 @@ mod tests {
         }
     }
 
+    /// On tmpfs (`/dev/shm`), which reports data page by page and does not read ahead, the
+    /// extents are exact: nothing for a blank file, and after two stores through the map only
+    /// their pages, so the scan at open skips the rest unread.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn maybe_written_leaves_out_what_tmpfs_knows_is_blank() {
+        const LEN: usize = 4 << 20;
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let backend = FileBackend::new(&dir.path().join("extents"), LEN);
+        let mut storage = backend.open(Slot::A, LEN).unwrap();
+        storage.grow(LEN).unwrap();
+        assert_eq!(storage.maybe_written(), Vec::new());
+        storage.write(5_000, &[1]).unwrap();
+        storage.write(1_234_567, &[1]).unwrap();
+        let extents = storage.maybe_written();
+        for at in [5_000, 1_234_567] {
+            assert!(extents.iter().any(|e| e.contains(&at)), "{extents:?}");
+        }
+        let covered: usize = extents.iter().map(|e| e.len()).sum();
+        assert!(covered <= 4 * 4096, "{extents:?}");
+    }
+
     /// The hints (populate, early write-back) and the zero-copy view never change what the
     /// file holds, and stay inside the file even when asked for more.
     #[test]
