@@ -324,3 +324,50 @@ fn a_fast_fill_is_paced_into_an_early_compaction_unless_pacing_is_off() {
         }
     }
 }
+
+/// Field note 10 on the storage seam: the write that crosses the high-water mark returns, and
+/// later writes go on, while the compaction it started is held at its first flush. (It only
+/// sends the compactor a message: a compaction on the writer's own thread would hold the write
+/// too. `tests/field_note_10.rs` checks the thread itself.)
+#[test]
+fn field_note_10_writes_go_on_while_the_compaction_they_started_is_held() {
+    let disk = MemBackend::new();
+    let store = KVStore::open_on(
+        Builder::new(std::path::Path::new("mem"))
+            .buffer_size(64 * 1024)
+            .pace_compactions(false),
+        &disk,
+    )
+    .unwrap();
+    let inactive = inactive_slot(&disk);
+    disk.pause_when(Some(Box::new(
+        move |op| matches!(op, DiskOp::Flush { slot, .. } if *slot == inactive),
+    )));
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut i = 0_i64;
+            while !store.shared.writer.lock().compacting {
+                store
+                    .insert(format!("k{}", i % 50), Value::Integer(i))
+                    .unwrap();
+                i += 1;
+            }
+            for j in 0..100 {
+                store
+                    .insert(format!("k{}", j % 50), Value::Integer(-j))
+                    .unwrap();
+            }
+        });
+        wait_until("the writes past the mark to return", || {
+            writer.is_finished()
+        });
+        wait_until("the compaction to be held", || disk.held() > 0);
+        assert_eq!(store.stats().compactions, 0);
+        disk.pause_when(None);
+        writer.join().unwrap();
+    });
+    wait_until("the compaction to finish", || {
+        store.stats().compactions >= 1
+    });
+    assert_eq!(store.get("k49").unwrap(), Some(Value::Integer(-99)));
+}
