@@ -591,7 +591,7 @@ fn write_entries(shared: &Shared, journal: &Journal, map: &Map) -> std::result::
     for (i, (key, value)) in map.iter().enumerate() {
         between_batches(shared, journal, i, &mut written_back)?;
         body.clear();
-        format::encode_put(key, value, &shared.limits, &mut body).map_err(Stop::Failed)?;
+        format::encode_put_stored(key, value, &shared.limits, &mut body).map_err(Stop::Failed)?;
         append_live(journal, &body)?;
     }
     Ok(())

@@ -266,7 +266,7 @@ impl<'a> Decoder<'a> {
             let key_start = self.pos;
             let Some(key) = self.key()? else { break };
             let value = self.value(depth + 1)?;
-            if !nfc.admit(&key, &map) {
+            if !self.options.keys_as_stored && !nfc.admit(&key, &map) {
                 return self.fail_at(ErrorKind::DuplicateKey, key_start);
             }
             if map.len() >= bound(self.options.limits.max_container_size) {

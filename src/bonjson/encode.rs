@@ -19,11 +19,32 @@ pub fn encode_with(value: &Value, limits: &Limits) -> Result<Vec<u8>, EncodeErro
 
 /// Appends the encoding of `value` to `out`. On error `out` is left as it was.
 pub fn encode_into(value: &Value, limits: &Limits, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    encode_checked_into(value, limits, true, out)
+}
+
+/// [`encode_into`] for a value read back from the store's own journal (compaction writing the
+/// map): object keys are refused only when they repeat exactly, as replay reads them
+/// (`DecodeOptions::keys_as_stored`).
+pub(crate) fn encode_stored_into(
+    value: &Value,
+    limits: &Limits,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    encode_checked_into(value, limits, false, out)
+}
+
+fn encode_checked_into(
+    value: &Value,
+    limits: &Limits,
+    normalized_keys: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     let start = out.len();
     let result = Encoder {
         sink: &mut *out,
         limits,
         nodes_left: bound(limits.max_total_nodes),
+        normalized_keys,
     }
     .document(value);
     if result.is_err() {
@@ -47,6 +68,7 @@ pub fn encode_to_slice(
         sink: &mut sink,
         limits,
         nodes_left: bound(limits.max_total_nodes),
+        normalized_keys: true,
     }
     .document(value)?;
     if sink.len > sink.out.len() {
@@ -65,6 +87,7 @@ pub fn encoded_len(value: &Value, limits: &Limits) -> Result<usize, EncodeError>
         sink: &mut sink,
         limits,
         nodes_left: bound(limits.max_total_nodes),
+        normalized_keys: true,
     }
     .document(value)?;
     Ok(sink.0)
@@ -138,6 +161,8 @@ struct Encoder<'a, S: Sink + ?Sized> {
     /// Values and keys still allowed, counted as the decoder counts them: a value the decoder
     /// would refuse for having too many must not be stored (it would be lost at reopen).
     nodes_left: usize,
+    /// Refuse object keys that collide after NFC normalization (every public entry point).
+    normalized_keys: bool,
 }
 
 fn refuse(kind: ErrorKind) -> EncodeError {
@@ -199,7 +224,7 @@ impl<S: Sink + ?Sized> Encoder<'_, S> {
                 self.sink.put_byte(code::OBJECT);
                 let mut nfc = NfcKeys::default();
                 for (key, item) in map {
-                    if !nfc.admit(key, map) {
+                    if self.normalized_keys && !nfc.admit(key, map) {
                         return Err(refuse(ErrorKind::DuplicateKey));
                     }
                     self.charge()?;

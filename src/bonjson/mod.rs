@@ -51,6 +51,7 @@ mod keys;
 
 pub use bignum::BigNumber;
 pub use decode::{decode, decode_prefix, decode_with};
+pub(crate) use encode::encode_stored_into;
 pub use encode::{encode, encode_into, encode_to_slice, encode_with, encoded_len};
 pub use error::{DecodeError, EncodeError, ErrorKind};
 
@@ -132,6 +133,12 @@ pub struct DecodeOptions {
     pub allow_trailing_bytes: bool,
     /// Normalization of returned strings.
     pub unicode_normalization: Normalization,
+    /// Object keys are refused only when they repeat exactly, not when they collide after NFC
+    /// normalization: for values this crate stored itself, whose encoder refused such
+    /// collisions under the Unicode tables it was built with. A later version of those tables
+    /// (a new combining mark among code points unassigned before) must not make a value that
+    /// was acknowledged unreadable at open, and the records after it with it.
+    pub(crate) keys_as_stored: bool,
 }
 
 /// Type codes of the format (specification, "Type Codes").

@@ -333,6 +333,22 @@ pub(crate) fn encode_put(
     Ok(())
 }
 
+/// [`encode_put`] for a value of the published map, written by compaction: object keys are
+/// checked as replay reads them back (`DecodeOptions::keys_as_stored`), so a value replay
+/// accepted can always be written again.
+pub(crate) fn encode_put_stored(
+    key: &str,
+    value: &Value,
+    limits: &Limits,
+    out: &mut Vec<u8>,
+) -> crate::Result<()> {
+    out.push(OP_PUT);
+    put_varint(out, key.len() as u64);
+    out.extend_from_slice(key.as_bytes());
+    bonjson::encode_stored_into(value, limits, out)?;
+    Ok(())
+}
+
 /// Appends a single-put record body from a key's bytes and a value already encoded (what
 /// compaction copies out of the previous generation). The bytes equal [`encode_put`]'s for the
 /// same key and value.

@@ -425,13 +425,16 @@ fn parse<'a>(
     Some(())
 }
 
-/// The options a journal value of `len` bytes is decoded with: `decode`'s, allowing at most one
-/// node per byte. Every node this crate's encoder writes takes at least a byte (it writes
+/// The options a journal value of `len` bytes is decoded with: `decode`'s, with object keys
+/// checked as stored (see `DecodeOptions::keys_as_stored`), allowing at most one node per
+/// byte. Every node this crate's encoder writes takes at least a byte (it writes
 /// neither records nor typed arrays), so only a value it did not write can claim more: a few
 /// kilobytes of record instances or typed arrays can expand to gigabytes, and a journal holding
 /// many of them would exhaust memory at open. Such a value is malformed, like any other.
 fn for_value(decode: &DecodeOptions, len: usize) -> DecodeOptions {
     let mut options = *decode;
+    // The journal's own values: their keys were checked when they were written.
+    options.keys_as_stored = true;
     let limit = options.limits.max_total_nodes;
     options.limits.max_total_nodes = if limit == 0 { len } else { limit.min(len) }.max(1);
     options
