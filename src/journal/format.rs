@@ -319,18 +319,14 @@ pub(crate) fn decode_commit(body: &[u8]) -> Option<u64> {
     }
 }
 
-/// Appends a single-put record body (what compaction writes for each live key).
+/// Appends a single-put record body.
 pub(crate) fn encode_put(
     key: &str,
     value: &Value,
     limits: &Limits,
     out: &mut Vec<u8>,
 ) -> crate::Result<()> {
-    out.push(OP_PUT);
-    put_varint(out, key.len() as u64);
-    out.extend_from_slice(key.as_bytes());
-    bonjson::encode_into(value, limits, out)?;
-    Ok(())
+    put_body(key, value, limits, false, out)
 }
 
 /// [`encode_put`] for a value of the published map, written by compaction: object keys are
@@ -342,10 +338,24 @@ pub(crate) fn encode_put_stored(
     limits: &Limits,
     out: &mut Vec<u8>,
 ) -> crate::Result<()> {
+    put_body(key, value, limits, true, out)
+}
+
+fn put_body(
+    key: &str,
+    value: &Value,
+    limits: &Limits,
+    keys_as_stored: bool,
+    out: &mut Vec<u8>,
+) -> crate::Result<()> {
     out.push(OP_PUT);
     put_varint(out, key.len() as u64);
     out.extend_from_slice(key.as_bytes());
-    bonjson::encode_stored_into(value, limits, out)?;
+    if keys_as_stored {
+        bonjson::encode_stored_into(value, limits, out)?;
+    } else {
+        bonjson::encode_into(value, limits, out)?;
+    }
     Ok(())
 }
 
