@@ -26,29 +26,38 @@ use crate::{Error, Result};
 
 /// Takes copies (`take`) until one shows no damage, or two in a row show the same damage
 /// (`damage`: where, in which generation); at most `attempts` copies. Returns the last copy and
-/// whether its damage, if any, is confirmed. A copy of files a writer is appending to can look
-/// damaged where a record was half copied (a frame not yet written before a complete one), at
-/// a place that moves with the writer; real damage stays put.
+/// whether its damage, if any, is confirmed; if taking a copy again fails, the copy already
+/// taken, unconfirmed (the first copy's failure is the error). A copy of files a writer is
+/// appending to can look damaged where a record was half copied (a frame not yet written
+/// before a complete one), at a place that moves with the writer; real damage stays put.
 pub(crate) fn settle_damage<T, K: PartialEq>(
     attempts: usize,
     mut take: impl FnMut() -> Result<T>,
     damage: impl Fn(&T) -> Option<K>,
 ) -> Result<(T, bool)> {
-    let mut previous = None;
+    let mut previous: Option<(T, K)> = None;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let copy = take()?;
+        let copy = match take() {
+            Ok(copy) => copy,
+            Err(e) => {
+                return match previous.take() {
+                    Some((copy, _)) => Ok((copy, false)),
+                    None => Err(e),
+                };
+            }
+        };
         let Some(found) = damage(&copy) else {
             return Ok((copy, true));
         };
-        if previous.as_ref() == Some(&found) {
+        if previous.as_ref().is_some_and(|(_, seen)| *seen == found) {
             return Ok((copy, true));
         }
         if attempt >= attempts {
             return Ok((copy, false));
         }
-        previous = Some(found);
+        previous = Some((copy, found));
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
@@ -251,6 +260,30 @@ mod tests {
         )
         .unwrap();
         (((settled.0).0, settled.1), taken)
+    }
+
+    #[test]
+    fn a_failed_retake_keeps_the_copy_already_taken() {
+        let mut taken = 0;
+        let settled = settle_damage(
+            4,
+            || {
+                taken += 1;
+                if taken == 1 {
+                    Ok(1_u32)
+                } else {
+                    Err(crate::Error::Config("busy".into()))
+                }
+            },
+            |_: &u32| Some(7),
+        );
+        assert!(matches!(settled, Ok((1, false))), "{settled:?}");
+        let first = settle_damage(
+            4,
+            || Err(crate::Error::Config("x".into())),
+            |_: &u32| Some(7),
+        );
+        assert!(first.is_err());
     }
 
     #[test]

@@ -233,7 +233,7 @@ impl Frames {
         until: usize,
         budget: usize,
     ) -> Option<(usize, usize)> {
-        self.find_within_budget(bytes, from, until, &mut Some(budget))
+        self.find_within_budget(bytes, from, until, &mut Some(budget), ..)
     }
 
     /// The first valid record of this generation (its frame names the generation and its
@@ -245,12 +245,16 @@ impl Frames {
     /// and the search gives up (`None`, and the budget becomes `None`) when a claim exceeds
     /// what is left, so that values crafted to hold many frame images claiming long bodies
     /// cannot make it slow; a budget shared by several searches bounds them all.
+    ///
+    /// Only candidates whose claimed body length lies in `claims` are checked (and charged);
+    /// the others are passed over free.
     pub(crate) fn find_within_budget(
         &self,
         bytes: &[u8],
         from: usize,
         until: usize,
         budget: &mut Option<usize>,
+        claims: impl std::ops::RangeBounds<usize>,
     ) -> Option<(usize, usize)> {
         let needle = (self.generation as u32).to_le_bytes();
         // The generation field of a frame starting just below `until` ends here.
@@ -266,6 +270,10 @@ impl Frames {
             // Charged what the check will checksum: the claimed body, if the bytes hold it (a
             // claim running past the end is refused without a checksum).
             let claimed = read_u32(region, FRAME_LEN_OFFSET).map_or(0, |len| len as usize);
+            if !claims.contains(&claimed) {
+                search += found + 1;
+                continue;
+            }
             let checked = if FRAME_SIZE.saturating_add(claimed) <= region.len() {
                 claimed
             } else {

@@ -613,12 +613,9 @@ fn unattributed_generation(loser: &mut Candidate, elected: u64) -> u64 {
         }
         let newer = (1..=SEARCHED)
             .map(|k| elected.saturating_add(k))
-            .filter(|&g| {
-                matches!(
-                    next_valid_record(bytes, HEADER_SIZE, g),
-                    Beyond::ValidUntil(_)
-                )
-            })
+            // A search that gave up may have missed records of `g`: counted as present, so
+            // that `g` is never used again.
+            .filter(|&g| next_valid_record(bytes, HEADER_SIZE, g) != Beyond::Nothing)
             .max();
         match newer {
             Some(g) => g,
@@ -644,35 +641,55 @@ fn first_record_is_older(bytes: &[u8], elected: u64) -> bool {
     older.is_some_and(|g| holds_commit_of(bytes, g))
 }
 
+/// Candidate frames claiming bodies up to this long are checked first (see
+/// [`next_valid_record`]).
+const SHORT_CLAIM: usize = 64 * 1024;
+
 /// The end of the last record of `generation` that starts at or after `from`, if any: proof
 /// that what stopped the replay was damage, not the end of the data (`verify` asks the same).
 ///
 /// The search checksums every candidate frame for the bodies they claim, at most twice the
 /// file's length in all, or values crafted to hold many frame images of a coming generation,
-/// each claiming a long body, could make every open take hours. Ordinary files spend it too:
-/// a reused file's stale records of an earlier generation have this generation's number in
-/// their length field whenever it equals a common body length, and each such spot reads as a
-/// frame claiming a body as long as the previous record's last four bytes say (tens of MB).
-/// Past the budget the search cannot tell: with valid records already found, they may run to
-/// the end of the file (damage, reported); with none, it answers [`Beyond::GaveUp`], which
-/// the open neither reports as a loss nor takes for the end of the data that new records
-/// could land in front of ([`Tail::Undecided`]).
+/// each claiming a long body, could make every open take hours. Ordinary files make such
+/// claims too: a reused file's stale records of an earlier generation have this generation's
+/// number in their length field whenever it equals a common body length, and each such spot
+/// reads as a frame claiming a body as long as the previous record's last four bytes say (tens
+/// of MB). So candidates claiming short bodies (the records this store writes, and any after
+/// real damage, however many stale records lie between) are checked first through the whole
+/// file, and only then the long claims, with what is left of the budget. Past the budget the
+/// search cannot tell: with valid records already found, they may run to the end of the file
+/// if short claims went unchecked, or to the last one found if only long ones did (damage,
+/// reported either way); with none, it answers [`Beyond::GaveUp`], which the open neither
+/// reports as a loss nor takes for the end of the data that new records could land in front
+/// of ([`Tail::Undecided`]).
 pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> Beyond {
     let frames = format::Frames::new(generation);
     let mut budget = Some(bytes.len().saturating_mul(2));
     let mut last = None;
-    let mut search = from;
-    while let Some((frame_at, len)) =
-        frames.find_within_budget(bytes, search, bytes.len(), &mut budget)
+    for (pass, claims) in [0..=SHORT_CLAIM, SHORT_CLAIM + 1..=usize::MAX]
+        .into_iter()
+        .enumerate()
     {
-        last = Some(frame_at + FRAME_SIZE + len);
-        search = frame_at + 1;
+        let mut search = from;
+        while let Some((frame_at, len)) =
+            frames.find_within_budget(bytes, search, bytes.len(), &mut budget, claims.clone())
+        {
+            last = last.max(Some(frame_at + FRAME_SIZE + len));
+            search = frame_at + 1;
+        }
+        if budget.is_none() {
+            return match last {
+                // Short records past the last one found may have gone unchecked.
+                Some(_) if pass == 0 => Beyond::ValidUntil(bytes.len()),
+                // Every short claim was checked; only long ones went unchecked.
+                Some(until) => Beyond::ValidUntil(until),
+                None => Beyond::GaveUp,
+            };
+        }
     }
-    match (last, budget) {
-        (Some(_), None) => Beyond::ValidUntil(bytes.len()),
-        (Some(until), Some(_)) => Beyond::ValidUntil(until),
-        (None, None) => Beyond::GaveUp,
-        (None, Some(_)) => Beyond::Nothing,
+    match last {
+        Some(until) => Beyond::ValidUntil(until),
+        None => Beyond::Nothing,
     }
 }
 

@@ -272,9 +272,14 @@ fn split_point_halves_the_data() {
 /// A header page, 64 frame images of `GENERATION` each claiming a 1 MiB body (checksums
 /// wrong), a valid one-byte record, then 2 MiB of filler; and where that record starts.
 fn frame_images_then_a_record() -> (Vec<u8>, usize) {
+    frame_images_claiming_then_a_record(1 << 20, 64)
+}
+
+/// `count` frame images of [`GENERATION`] claiming `claim`-byte bodies, then a real record.
+fn frame_images_claiming_then_a_record(claim: u32, count: usize) -> (Vec<u8>, usize) {
     let mut bytes = vec![0_u8; HEADER_SIZE];
-    for _ in 0..64 {
-        bytes.extend_from_slice(&(1_u32 << 20).to_le_bytes());
+    for _ in 0..count {
+        bytes.extend_from_slice(&claim.to_le_bytes());
         bytes.extend_from_slice(&(GENERATION as u32).to_le_bytes());
         bytes.extend_from_slice(&[0xee; 4]);
     }
@@ -379,15 +384,24 @@ fn a_value_that_expands_beyond_its_bytes_ends_the_replay() {
 }
 
 /// The search for valid records beyond where replay stopped checksums at most twice the
-/// file's length: frame images claiming long bodies (inside values of a coming generation, in
-/// a reused file's stale tail) cannot make an open take hours. Past the budget it says it
-/// gave up (a valid record does follow them): the open then rewrites the journal into a new
-/// generation instead of taking the rest for room for new records.
+/// file's length: frame images (inside values of a coming generation, in a reused file's stale
+/// tail) cannot make an open take hours. Images claiming long bodies are checked only after
+/// every short claim, so a record after them is still found; enough images claiming short
+/// bodies to spend the budget make it give up (a valid record does follow them), and the open
+/// then rewrites the journal into a new generation instead of taking the rest for room for
+/// new records.
 #[test]
 fn the_search_beyond_the_end_is_bounded() {
-    let (bytes, real) = frame_images_then_a_record();
-    // Unbounded, the search would find it (after checksumming 64 MiB of claimed bodies).
     let frames = format::Frames::new(GENERATION);
+    let (bytes, real) = frame_images_then_a_record();
+    assert_eq!(
+        crate::journal::recovery::next_valid_record(&bytes, HEADER_SIZE, GENERATION),
+        Beyond::ValidUntil(real + FRAME_SIZE + 1)
+    );
+    let (bytes, real) = frame_images_claiming_then_a_record(60 << 10, 128);
+    // Unbounded, the search would find it (after checksumming 7.5 MiB of claimed bodies, more
+    // than twice the file).
+    assert!(128 * (60 << 10) > 2 * bytes.len());
     assert_eq!(
         frames.find(&bytes, HEADER_SIZE, bytes.len()),
         Some((real, 1))
@@ -556,13 +570,13 @@ fn a_budget_spent_exactly_is_not_exhausted() {
     let len = bytes.len();
     let mut exact = Some(3 * claim as usize);
     assert_eq!(
-        frames.find_within_budget(&bytes, HEADER_SIZE, len, &mut exact),
+        frames.find_within_budget(&bytes, HEADER_SIZE, len, &mut exact, ..),
         None
     );
     assert_eq!(exact, Some(0));
     let mut short = Some(3 * claim as usize - 1);
     assert_eq!(
-        frames.find_within_budget(&bytes, HEADER_SIZE, len, &mut short),
+        frames.find_within_budget(&bytes, HEADER_SIZE, len, &mut short, ..),
         None
     );
     assert_eq!(short, None);
@@ -612,6 +626,61 @@ fn long_batches_replay_as_the_model_says() {
     assert_eq!((&entries, stopped_at), (&want, end));
     for at in [HEADER_SIZE + 1, end / 3, end / 2, end - 10] {
         assert_eq!(split_at(&bytes, at).0, want, "split at {at}");
+    }
+}
+
+/// Real damage with stale records behind it: generation 9 written over a file of generation
+/// 7's `flag_a` records (9-byte bodies, so each stale length field spells 9 and the bytes
+/// before it claim a body of about 23 MB), and one page of the new records lost (never
+/// written back before a power cut), so that page shows the stale records again. The search
+/// past the damage finds the valid records after that page: it checks short claims first,
+/// and the stale records' long claims (a handful spent the whole budget before) wait. The
+/// damage is reported, not taken for an undecided end.
+#[test]
+fn damage_behind_stale_records_that_spell_the_generation_is_reported() {
+    const LEN: usize = 64 << 20;
+    let mut body = Vec::new();
+    format::encode_put("flag_a", &Value::Integer(1), &Default::default(), &mut body).unwrap();
+    let put = |bytes: &mut Vec<u8>, generation: u64, body: &[u8]| {
+        bytes.extend_from_slice(&format::frame(generation, body));
+        bytes.extend_from_slice(body);
+    };
+    let mut stale = vec![0_u8; HEADER_SIZE];
+    while stale.len() + FRAME_SIZE + body.len() <= LEN {
+        put(&mut stale, 7, &body);
+    }
+    stale.resize(LEN, 0);
+    let mut bytes = vec![0_u8; HEADER_SIZE];
+    put(&mut bytes, 9, &format::encode_commit(9));
+    for _ in 0..2_000 {
+        put(&mut bytes, 9, &body);
+    }
+    let end = bytes.len();
+    bytes.extend_from_slice(&stale[end..]);
+    let lost_page = HEADER_SIZE + 5 * 4096;
+    assert!(lost_page + 4096 < end);
+    bytes[lost_page..lost_page + 4096].copy_from_slice(&stale[lost_page..lost_page + 4096]);
+    let header = format::encode_header(&format::Header {
+        version: format::FORMAT_VERSION,
+        state: format::STATE_COMMITTED,
+        generation: 9,
+    });
+    bytes[..header.len()].copy_from_slice(&header);
+    let backend = MemBackend::new();
+    *backend.file(Slot::A).lock() = bytes;
+    let opened = crate::journal::recovery::open(&backend, LEN, &Default::default()).unwrap();
+    match opened.tail {
+        Tail::Damaged {
+            offset,
+            valid_until,
+        } => {
+            assert!(
+                (lost_page - 32..lost_page + 4096).contains(&offset),
+                "{offset}"
+            );
+            assert_eq!(valid_until, end);
+        }
+        other => panic!("expected damage, got {other:?}"),
     }
 }
 
