@@ -419,6 +419,39 @@ fn the_search_beyond_the_end_is_bounded() {
     );
 }
 
+/// The body of a put of `flag_a` = 1: 9 bytes, so at generation 9 each frame's length field
+/// spells the generation.
+fn flag_a_body() -> Vec<u8> {
+    let mut body = Vec::new();
+    format::encode_put("flag_a", &Value::Integer(1), &Default::default(), &mut body).unwrap();
+    assert_eq!(body.len(), 9);
+    body
+}
+
+/// Appends a record of `generation` holding `body`.
+fn put_record(bytes: &mut Vec<u8>, generation: u64, body: &[u8]) {
+    bytes.extend_from_slice(&format::frame(generation, body));
+    bytes.extend_from_slice(body);
+}
+
+/// Opens `bytes` (header page included) as the only journal, under a committed header of
+/// `generation`.
+fn open_committed(
+    mut bytes: Vec<u8>,
+    generation: u64,
+    min_len: usize,
+) -> crate::journal::recovery::Opened {
+    let header = format::encode_header(&format::Header {
+        version: format::FORMAT_VERSION,
+        state: format::STATE_COMMITTED,
+        generation,
+    });
+    bytes[..header.len()].copy_from_slice(&header);
+    let backend = MemBackend::new();
+    *backend.file(Slot::A).lock() = bytes;
+    crate::journal::recovery::open(&backend, min_len, &Default::default()).unwrap()
+}
+
 /// A 64 MiB journal of generation 9 reusing a file whose stale tail holds generation 7's
 /// records of a flags store: `flag_a` set to 1, a 9-byte body, so every stale frame's length
 /// field spells 9, and the four bytes before it (the previous body's end) read as a frame
@@ -428,34 +461,20 @@ fn the_search_beyond_the_end_is_bounded() {
 #[test]
 fn stale_records_that_spell_the_generation_are_not_reported_as_damage() {
     const LEN: usize = 64 << 20;
-    let mut body = Vec::new();
-    format::encode_put("flag_a", &Value::Integer(1), &Default::default(), &mut body).unwrap();
-    assert_eq!(body.len(), 9);
-    let put = |bytes: &mut Vec<u8>, generation: u64, body: &[u8]| {
-        bytes.extend_from_slice(&format::frame(generation, body));
-        bytes.extend_from_slice(body);
-    };
+    let body = flag_a_body();
     let mut bytes = vec![0_u8; HEADER_SIZE];
-    put(&mut bytes, 9, &body);
-    put(&mut bytes, 9, &format::encode_commit(9));
+    put_record(&mut bytes, 9, &body);
+    put_record(&mut bytes, 9, &format::encode_commit(9));
     let end = bytes.len();
     while bytes.len() + FRAME_SIZE + body.len() <= LEN {
-        put(&mut bytes, 7, &body);
+        put_record(&mut bytes, 7, &body);
     }
     bytes.resize(LEN, 0);
     assert_eq!(
         crate::journal::recovery::next_valid_record(&bytes, end + 1, 9),
         Beyond::GaveUp
     );
-    let header = format::encode_header(&format::Header {
-        version: format::FORMAT_VERSION,
-        state: format::STATE_COMMITTED,
-        generation: 9,
-    });
-    bytes[..header.len()].copy_from_slice(&header);
-    let backend = MemBackend::new();
-    *backend.file(Slot::A).lock() = bytes;
-    let opened = crate::journal::recovery::open(&backend, LEN, &Default::default()).unwrap();
+    let opened = open_committed(bytes, 9, LEN);
     assert_eq!(opened.tail, Tail::Undecided { offset: end });
     assert!(opened.notes.is_empty(), "{:?}", opened.notes);
     assert_eq!(opened.entries.len(), 1);
@@ -639,37 +658,23 @@ fn long_batches_replay_as_the_model_says() {
 #[test]
 fn damage_behind_stale_records_that_spell_the_generation_is_reported() {
     const LEN: usize = 64 << 20;
-    let mut body = Vec::new();
-    format::encode_put("flag_a", &Value::Integer(1), &Default::default(), &mut body).unwrap();
-    let put = |bytes: &mut Vec<u8>, generation: u64, body: &[u8]| {
-        bytes.extend_from_slice(&format::frame(generation, body));
-        bytes.extend_from_slice(body);
-    };
+    let body = flag_a_body();
     let mut stale = vec![0_u8; HEADER_SIZE];
     while stale.len() + FRAME_SIZE + body.len() <= LEN {
-        put(&mut stale, 7, &body);
+        put_record(&mut stale, 7, &body);
     }
     stale.resize(LEN, 0);
     let mut bytes = vec![0_u8; HEADER_SIZE];
-    put(&mut bytes, 9, &format::encode_commit(9));
+    put_record(&mut bytes, 9, &format::encode_commit(9));
     for _ in 0..2_000 {
-        put(&mut bytes, 9, &body);
+        put_record(&mut bytes, 9, &body);
     }
     let end = bytes.len();
     bytes.extend_from_slice(&stale[end..]);
     let lost_page = HEADER_SIZE + 5 * 4096;
     assert!(lost_page + 4096 < end);
     bytes[lost_page..lost_page + 4096].copy_from_slice(&stale[lost_page..lost_page + 4096]);
-    let header = format::encode_header(&format::Header {
-        version: format::FORMAT_VERSION,
-        state: format::STATE_COMMITTED,
-        generation: 9,
-    });
-    bytes[..header.len()].copy_from_slice(&header);
-    let backend = MemBackend::new();
-    *backend.file(Slot::A).lock() = bytes;
-    let opened = crate::journal::recovery::open(&backend, LEN, &Default::default()).unwrap();
-    match opened.tail {
+    match open_committed(bytes, 9, LEN).tail {
         Tail::Damaged {
             offset,
             valid_until,
