@@ -233,7 +233,7 @@ impl Frames {
         until: usize,
         budget: usize,
     ) -> Option<(usize, usize)> {
-        self.find_within_budget(bytes, from, until, &mut Some(budget), ..)
+        self.find_within_budget(bytes, from, until, &mut Some(budget), |_, _| true)
     }
 
     /// The first valid record of this generation (its frame names the generation and its
@@ -246,15 +246,15 @@ impl Frames {
     /// what is left, so that values crafted to hold many frame images claiming long bodies
     /// cannot make it slow; a budget shared by several searches bounds them all.
     ///
-    /// Only candidates whose claimed body length lies in `claims` are checked (and charged);
-    /// the others are passed over free.
+    /// Only candidates for which `check(start, claimed length)` says so are checked (and
+    /// charged); the others are passed over free.
     pub(crate) fn find_within_budget(
         &self,
         bytes: &[u8],
         from: usize,
         until: usize,
         budget: &mut Option<usize>,
-        claims: impl std::ops::RangeBounds<usize>,
+        mut check: impl FnMut(usize, usize) -> bool,
     ) -> Option<(usize, usize)> {
         let needle = (self.generation as u32).to_le_bytes();
         // The generation field of a frame starting just below `until` ends here.
@@ -270,7 +270,7 @@ impl Frames {
             // Charged what the check will checksum: the claimed body, if the bytes hold it (a
             // claim running past the end is refused without a checksum).
             let claimed = read_u32(region, FRAME_LEN_OFFSET).map_or(0, |len| len as usize);
-            if !claims.contains(&claimed) {
+            if !check(frame_at, claimed) {
                 search += found + 1;
                 continue;
             }

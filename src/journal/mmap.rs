@@ -145,7 +145,8 @@ fn data_extents(file: &File, len: usize) -> Option<Vec<Range<usize>>> {
         // (every access to the file goes through the map, or names its offset).
         let found = unsafe { libc::lseek(file.as_raw_fd(), at, whence) };
         if found >= 0 {
-            return Some(usize::try_from(found).ok());
+            // An offset that does not fit (it cannot happen) falls back to the whole file.
+            return usize::try_from(found).ok().map(Some);
         }
         match io::Error::last_os_error().raw_os_error() {
             Some(libc::ENXIO) => Some(None),

@@ -666,22 +666,37 @@ pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> B
     let frames = format::Frames::new(generation);
     let mut budget = Some(bytes.len().saturating_mul(2));
     let mut last = None;
-    for (pass, claims) in [0..=SHORT_CLAIM, SHORT_CLAIM + 1..=usize::MAX]
-        .into_iter()
-        .enumerate()
+    // One scan: short claims are checked as they come, long ones are noted for afterwards.
+    let mut long_claims = Vec::new();
+    let mut search = from;
+    while let Some((frame_at, len)) =
+        frames.find_within_budget(bytes, search, bytes.len(), &mut budget, |at, claimed| {
+            claimed <= SHORT_CLAIM || {
+                long_claims.push(at);
+                false
+            }
+        })
     {
-        let mut search = from;
-        while let Some((frame_at, len)) =
-            frames.find_within_budget(bytes, search, bytes.len(), &mut budget, claims.clone())
+        last = Some(frame_at + FRAME_SIZE + len);
+        search = frame_at + 1;
+    }
+    if budget.is_none() {
+        // Short records past the last one found may have gone unchecked.
+        return match last {
+            Some(_) => Beyond::ValidUntil(bytes.len()),
+            None => Beyond::GaveUp,
+        };
+    }
+    for at in long_claims {
+        // The candidate starting exactly at `at`, checked and charged like the others.
+        if let Some((frame_at, len)) =
+            frames.find_within_budget(bytes, at, at + 1, &mut budget, |_, _| true)
         {
             last = last.max(Some(frame_at + FRAME_SIZE + len));
-            search = frame_at + 1;
         }
         if budget.is_none() {
+            // Every short claim was checked; only long ones went unchecked.
             return match last {
-                // Short records past the last one found may have gone unchecked.
-                Some(_) if pass == 0 => Beyond::ValidUntil(bytes.len()),
-                // Every short claim was checked; only long ones went unchecked.
                 Some(until) => Beyond::ValidUntil(until),
                 None => Beyond::GaveUp,
             };

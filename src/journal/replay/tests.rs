@@ -589,13 +589,13 @@ fn a_budget_spent_exactly_is_not_exhausted() {
     let len = bytes.len();
     let mut exact = Some(3 * claim as usize);
     assert_eq!(
-        frames.find_within_budget(&bytes, HEADER_SIZE, len, &mut exact, ..),
+        frames.find_within_budget(&bytes, HEADER_SIZE, len, &mut exact, |_, _| true),
         None
     );
     assert_eq!(exact, Some(0));
     let mut short = Some(3 * claim as usize - 1);
     assert_eq!(
-        frames.find_within_budget(&bytes, HEADER_SIZE, len, &mut short, ..),
+        frames.find_within_budget(&bytes, HEADER_SIZE, len, &mut short, |_, _| true),
         None
     );
     assert_eq!(short, None);
