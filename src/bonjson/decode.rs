@@ -426,11 +426,18 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// The first NUL byte; very short strings skip memchr's dispatch.
+/// The first NUL byte. Strings up to 64 bytes (keys and most values) are checked without
+/// memchr: its dispatch and set-up cost more than the check (callgrind: about 50 instructions
+/// per string of the insert benchmark). The check has no early exit so the compiler can test
+/// many bytes per instruction; the position is searched for only when there is a NUL.
 #[inline]
 pub(crate) fn find_nul(bytes: &[u8]) -> Option<usize> {
-    if bytes.len() < 8 {
-        bytes.iter().position(|&b| b == 0)
+    if bytes.len() <= 64 {
+        if bytes.iter().fold(false, |seen, &b| seen | (b == 0)) {
+            bytes.iter().position(|&b| b == 0)
+        } else {
+            None
+        }
     } else {
         memchr::memchr(0, bytes)
     }
@@ -446,6 +453,24 @@ mod tests {
 
     fn kind(bytes: &[u8]) -> ErrorKind {
         decode(bytes).unwrap_err().kind
+    }
+
+    /// `find_nul` finds the first NUL at every position of every length on both sides of its
+    /// 64-byte switch to memchr, and none in strings without one.
+    #[test]
+    fn find_nul_finds_the_first_nul_at_every_position() {
+        for len in 0..=130 {
+            let clean = vec![b'a'; len];
+            assert_eq!(find_nul(&clean), None, "len {len}");
+            for at in 0..len {
+                let mut bytes = clean.clone();
+                bytes[at] = 0;
+                if at + 1 < len {
+                    bytes[len - 1] = 0;
+                }
+                assert_eq!(find_nul(&bytes), Some(at), "len {len}, NUL at {at}");
+            }
+        }
     }
 
     /// A big number whose exponent is near `i64::MAX` is out of range, also when the limits
