@@ -580,16 +580,12 @@ fn closing_stdout_early_is_not_an_error() {
     assert!(output.status.success(), "{:?}", output.status);
 }
 
-/// The live writer: runs only when re-executed by `a_live_store_held_by_another_process`.
+/// The live writer: `a_live_store_held_by_another_process` re-executes itself with
+/// `RKV_CLI_LIVE_WRITER` set to the store's base path, and this runs in that process.
 /// Opens the store for writing, writes 50 keys and says "ready". On the line "go" on stdin it
 /// starts writing a key every few milliseconds; on "stop" it stops and says "wrote N" (the
 /// number of keys). Exits at EOF.
-#[test]
-fn live_writer_child() {
-    let _serial = one_at_a_time();
-    let Ok(base) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+fn live_writer(base: &str) {
     let store = Arc::new(
         KVStore::builder(&base)
             .buffer_size(16 * 1024)
@@ -639,7 +635,11 @@ struct LiveWriter {
 impl LiveWriter {
     fn start(base: &Path) -> Self {
         let mut child = StdCommand::new(std::env::current_exe().unwrap())
-            .args(["--exact", "live_writer_child", "--nocapture"])
+            .args([
+                "--exact",
+                "a_live_store_held_by_another_process",
+                "--nocapture",
+            ])
             .env(CHILD_ENV, base)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -692,7 +692,8 @@ impl Drop for LiveWriter {
 #[test]
 fn a_live_store_held_by_another_process() {
     let _serial = one_at_a_time();
-    if std::env::var_os(CHILD_ENV).is_some() {
+    if let Ok(base) = std::env::var(CHILD_ENV) {
+        live_writer(&base);
         return;
     }
     let dir = tempfile::tempdir().unwrap();

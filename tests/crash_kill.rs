@@ -72,12 +72,9 @@ fn open(base: &std::path::Path) -> KVStore {
         .unwrap()
 }
 
-/// The child: runs only when re-executed by the parent with `RKV_CRASH_CHILD` set.
-#[test]
-fn crash_child_entry() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+/// The child: the test below re-executes itself with `RKV_CRASH_CHILD` set to `seed:base`,
+/// and this writes that seed's steps, saying "ack N" after each, until it is killed.
+fn crash_child(spec: &str) {
     let (seed, base) = spec.split_once(':').unwrap();
     let seed: u64 = seed.parse().unwrap();
     let store = Arc::new(open(std::path::Path::new(base)));
@@ -101,7 +98,8 @@ fn crash_child_entry() {
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_acknowledged() {
-    if std::env::var_os(CHILD_ENV).is_some() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        crash_child(&spec);
         return;
     }
     let kills: u64 = std::env::var("RKV_CRASH_KILLS")
@@ -122,7 +120,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
-                "crash_child_entry",
+                "sigkill_at_random_moments_loses_nothing_acknowledged",
                 "--nocapture",
                 "--test-threads",
                 "1",

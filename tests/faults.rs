@@ -245,13 +245,10 @@ fn disk_full_during_growth_fails_a_write_and_keeps_every_acknowledged_one() {
     );
 }
 
-/// The child: runs only when re-executed by the parent with `RKV_FAULTS_CHILD` set. Tries to
-/// open the store (asking for larger journals) and prints what happened.
-#[test]
-fn second_process_child_entry() {
-    let Ok(base) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+/// The child: the test below re-executes itself with `RKV_FAULTS_CHILD` set to the store's
+/// base path, and this tries to open the store (asking for larger journals) and prints what
+/// happened.
+fn second_process(base: &str) {
     let opened = KVStore::builder(&base)
         .buffer_size(256 * KIB)
         .durability(resilient_kv::Durability::Sync)
@@ -267,7 +264,7 @@ fn run_child(base: &Path) -> String {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "second_process_child_entry",
+            "a_second_process_gets_locked_and_changes_nothing",
             "--nocapture",
             "--test-threads",
             "1",
@@ -285,7 +282,8 @@ fn run_child(base: &Path) -> String {
 #[test]
 fn a_second_process_gets_locked_and_changes_nothing() {
     let _serial = one_at_a_time();
-    if std::env::var_os(CHILD_ENV).is_some() {
+    if let Ok(base) = std::env::var(CHILD_ENV) {
+        second_process(&base);
         return;
     }
     let dir = tempfile::tempdir().unwrap();
