@@ -587,7 +587,7 @@ fn closing_stdout_early_is_not_an_error() {
 /// number of keys). Exits at EOF.
 fn live_writer(base: &str) {
     let store = Arc::new(
-        KVStore::builder(&base)
+        KVStore::builder(base)
             .buffer_size(16 * 1024)
             .open()
             .unwrap(),

@@ -249,7 +249,7 @@ fn disk_full_during_growth_fails_a_write_and_keeps_every_acknowledged_one() {
 /// base path, and this tries to open the store (asking for larger journals) and prints what
 /// happened.
 fn second_process(base: &str) {
-    let opened = KVStore::builder(&base)
+    let opened = KVStore::builder(base)
         .buffer_size(256 * KIB)
         .durability(resilient_kv::Durability::Sync)
         .open();
