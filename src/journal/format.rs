@@ -141,7 +141,7 @@ pub(crate) fn frame_seeded(generation: u64, seed: u32, body: &[u8]) -> [u8; FRAM
         FRAME_GEN_OFFSET,
         &(generation as u32).to_le_bytes(),
     );
-    let crc = crc32c::crc32c_append(seed, body);
+    let crc = super::checksum::append(seed, body);
     put(&mut out, FRAME_CRC_OFFSET, &crc.to_le_bytes());
     out
 }
@@ -210,7 +210,8 @@ impl Frames {
             .and_then(|end| region.get(FRAME_SIZE..end));
         match body {
             Some(body)
-                if len > 0 && (cfg!(fuzzing) || crc32c::crc32c_append(self.seed, body) == crc) =>
+                if len > 0
+                    && (cfg!(fuzzing) || super::checksum::append(self.seed, body) == crc) =>
             {
                 FrameRead::Record { len }
             }

@@ -4,6 +4,7 @@
 //! compactor writes the next generation. See `docs/format.md` for the bytes and
 //! `docs/design.md` for the protocol.
 
+pub(crate) mod checksum;
 pub(crate) mod copied;
 pub(crate) mod format;
 #[cfg(test)]
