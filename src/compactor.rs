@@ -350,6 +350,7 @@ fn compact_into(
     shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
     w.compacting = false;
     w.last_swapped = number;
+    w.end_at_swap = bytes_after;
     w.room_needed = 0;
     let hwm = ((capacity as f64) * f64::from(shared.config.high_water_mark)) as usize;
     let waited = std::mem::take(&mut w.waited_for_room);
@@ -475,6 +476,10 @@ fn write_snapshot(
                     shared.writer.lock().growth_refused += 1;
                     return Ok(generation);
                 }
+                if journal.capacity() <= capacity {
+                    // Nothing grew: writing again would write the same thing.
+                    return Ok(generation);
+                }
             }
             Err(Stop::NoRoom) if capacity < max_size => {
                 let used = journal.end().max(capacity);
@@ -560,9 +565,14 @@ impl EarlyStart {
     }
 }
 
+/// The journal size that keeps `used` bytes under half the mark: a power of two, at most
+/// `max_size` (saturating: a ratio near 0 asks for `max_size`, never for a wrapped size).
 fn wanted_capacity(used: usize, ratio: f64, max_size: usize) -> usize {
-    let want = ((used as f64) * 2.0 / ratio) as usize + HEADER_SIZE;
-    want.next_power_of_two().clamp(HEADER_SIZE, max_size)
+    let want = ((used as f64) * 2.0 / ratio) as usize;
+    want.saturating_add(HEADER_SIZE)
+        .checked_next_power_of_two()
+        .unwrap_or(usize::MAX)
+        .clamp(HEADER_SIZE, max_size)
 }
 
 fn grow(shared: &Shared, journal: &mut Journal, new_size: usize) -> Result<()> {
@@ -692,7 +702,20 @@ fn copy_records(source: &Journal, target: &Journal, from: usize, to: usize) -> R
 
 #[cfg(test)]
 mod tests {
-    use super::{EarlyStart, next_trigger};
+    use super::{EarlyStart, next_trigger, wanted_capacity};
+    use crate::journal::format::HEADER_SIZE;
+
+    /// A power of two keeping the data under half the mark, clamped to `max_size`; a ratio
+    /// near 0 saturates to `max_size` instead of wrapping to a tiny size.
+    #[test]
+    fn wanted_capacity_saturates_instead_of_wrapping() {
+        let mib = 1024 * 1024;
+        assert_eq!(wanted_capacity(300 * 1024, 0.8, 64 * mib), mib);
+        assert_eq!(wanted_capacity(300 * 1024, 0.8, 512 * 1024), 512 * 1024);
+        assert_eq!(wanted_capacity(8234, 1e-16, 64 * mib), 64 * mib);
+        assert_eq!(wanted_capacity(usize::MAX / 2, 0.5, usize::MAX), usize::MAX);
+        assert_eq!(wanted_capacity(0, 0.8, 64 * mib), HEADER_SIZE);
+    }
 
     #[test]
     fn a_compaction_that_made_writers_wait_moves_the_next_trigger_earlier() {

@@ -28,6 +28,11 @@ pub enum Durability {
 /// The smallest journal size accepted, in bytes.
 pub const MIN_BUFFER_SIZE: usize = 16 * 1024;
 
+/// The smallest high-water mark a store accepts. Compaction keeps the live data under half the
+/// mark, so a mark of 0.05 already asks for journals 40 times the live data; smaller ratios
+/// asked for journals beyond any disk (and once overflowed the size computation).
+pub const MIN_HIGH_WATER_MARK: f32 = 0.05;
+
 /// Settings for [`KVStore`](crate::KVStore); build with [`KVStore::builder`](crate::KVStore::builder).
 #[derive(Debug, Clone)]
 pub struct Builder {
@@ -62,7 +67,8 @@ impl Builder {
         self
     }
 
-    /// Fraction of a journal that may fill before compaction starts (default 0.8, in (0, 1]).
+    /// Fraction of a journal that may fill before compaction starts (default 0.8, at least
+    /// [`MIN_HIGH_WATER_MARK`] and at most 1).
     /// A compaction may start earlier: see [`pace_compactions`](Self::pace_compactions).
     pub fn high_water_mark(mut self, ratio: f32) -> Self {
         self.high_water_mark = ratio;
@@ -134,9 +140,9 @@ impl Builder {
                 "buffer_size must be at least {MIN_BUFFER_SIZE} bytes"
             ));
         }
-        if !(self.high_water_mark > 0.0 && self.high_water_mark <= 1.0) {
+        if !(MIN_HIGH_WATER_MARK..=1.0).contains(&self.high_water_mark) {
             return bad(format!(
-                "high_water_mark must be in (0, 1], not {}",
+                "high_water_mark must be in [{MIN_HIGH_WATER_MARK}, 1], not {}",
                 self.high_water_mark
             ));
         }

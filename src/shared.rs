@@ -66,6 +66,8 @@ pub(crate) struct Writer {
     /// room it needs).
     pub(crate) compactions_started: u64,
     pub(crate) last_swapped: u64,
+    /// Where the active journal ended right after the last swap: the room that swap made.
+    pub(crate) end_at_swap: usize,
     /// The number of the last compaction that failed (see `compactions_started`).
     pub(crate) last_failed: u64,
     /// Its error, which the writers that waited for it get.
@@ -359,7 +361,15 @@ impl Shared {
             // grow). Checked after the append failed again, so a swap that made room always
             // gets its chance first.
             let failed_since = waiting_since.is_some_and(|since| w.last_failed > since);
-            let compacted_since = waiting_since.is_some_and(|since| w.last_swapped > since);
+            let mut compacted_since = waiting_since.is_some_and(|since| w.last_swapped > since);
+            if compacted_since && !failed_since && w.end_at_swap + size <= limit {
+                // That swap made room for this write, but other writers took it before this
+                // one got the lock back: it decides nothing. Wait for the next compaction as
+                // a new wait (with 6 writers at the largest size, about 1 write in 40 got
+                // `Full` this way while the journal was mostly garbage).
+                waiting_since = None;
+                compacted_since = false;
+            }
             // A compaction that failed for any reason but a lack of room passes its error on
             // (the store may well have room once a compaction succeeds); one that found no
             // room gives this write its own `Full`, which counts this record.

@@ -239,6 +239,7 @@ impl KVStore {
                 growth_refused: 0,
                 compactions_started: 0,
                 last_swapped: 0,
+                end_at_swap: 0,
                 last_failed: 0,
                 last_failure: None,
                 waited_for_room: false,

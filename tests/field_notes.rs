@@ -149,6 +149,30 @@ fn field_note_2_compaction_survives_bad_ratios_and_refused_batches() {
         .high_water_mark(0.0)
         .open();
     assert!(matches!(zero, Err(Error::Config(_))));
+    // A tiny ratio once overflowed the journal size the first compaction wanted: a compactor
+    // rewriting the same generation forever (release) or a poisoned store (debug). Refused
+    // now, and nothing is created.
+    for ratio in [1e-16, 0.01, f32::NAN, 1.5] {
+        let tiny = KVStore::builder(dir.path().join("tiny"))
+            .high_water_mark(ratio)
+            .open();
+        assert!(matches!(tiny, Err(Error::Config(_))), "{ratio}: {tiny:?}");
+        assert!(!dir.path().join("tiny.jrna").exists(), "{ratio}");
+    }
+    let lowest = KVStore::builder(dir.path().join("lowest"))
+        .buffer_size(16 * 1024)
+        .max_size(1024 * 1024)
+        .high_water_mark(resilient_kv::MIN_HIGH_WATER_MARK)
+        .open()
+        .unwrap();
+    for i in 0..2_000 {
+        lowest
+            .insert(format!("k{}", i % 50), Value::Integer(i))
+            .unwrap();
+    }
+    lowest.compact().unwrap();
+    assert_eq!(lowest.len(), 50);
+    drop(lowest);
 
     let store = KVStore::builder(dir.path().join("notes"))
         .buffer_size(16 * 1024)
