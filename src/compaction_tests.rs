@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use crate::journal::format;
 use crate::journal::storage::{DiskOp, MemBackend, Slot};
 use crate::options::Builder;
-use crate::recovery_tests::inactive_slot;
+use crate::recovery_tests::{hold_compaction, inactive_slot};
 use crate::test_support::wait_until;
-use crate::{KVStore, Value};
+use crate::{Event, KVStore, Value};
 
 /// A store on the in-memory disk with journals of `buffer_size` bytes.
 fn open(disk: &MemBackend, buffer_size: usize) -> KVStore {
@@ -370,4 +370,45 @@ fn field_note_10_writes_go_on_while_the_compaction_they_started_is_held() {
         store.stats().compactions >= 1
     });
     assert_eq!(store.get("k49").unwrap(), Some(Value::Integer(-99)));
+}
+
+/// `clear()` is a compaction to the empty state, also when it comes during a compaction that
+/// started before it (which copies the keys it removed, and once swallowed the clear's own
+/// request: the cleared values then stayed in the active journal until the next automatic
+/// compaction, on an idle store for ever).
+#[test]
+fn a_clear_during_a_compaction_is_followed_by_one_to_the_empty_state() {
+    let disk = MemBackend::new();
+    let store = open(&disk, 256 * 1024);
+    for i in 0..200 {
+        store
+            .insert(format!("k{i:03}"), Value::from("v".repeat(100)))
+            .unwrap();
+    }
+    let events = store.subscribe();
+    hold_compaction(&disk, &store, |_| store.clear().unwrap()).unwrap();
+    // The empty state: a header and the commit marker.
+    let empty = (format::HEADER_SIZE + 64) as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut sizes = Vec::new();
+    while !sizes.last().is_some_and(|&after| after < empty) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::CompactionFinished { bytes_after, .. }) => sizes.push(bytes_after),
+            Ok(_) => {}
+            Err(_) => panic!("no compaction to the empty state; bytes after each: {sizes:?}"),
+        }
+    }
+    // The held compaction copied the 200 keys (and the clear); the next one wrote nothing.
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    assert!(sizes[0] > 200 * 100, "{sizes:?}");
+    assert!(store.is_empty());
+    wait_until("the compactor to go idle", || {
+        !store.shared.writer.lock().compacting
+    });
+    let used = store.stats().active_used;
+    assert!(
+        used < 4096 + 64,
+        "{used} bytes used after the clear's compaction"
+    );
 }

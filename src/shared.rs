@@ -236,6 +236,19 @@ impl Shared {
         }
     }
 
+    /// Queues a compaction even if one is running: that one may have started before the
+    /// change that asks for this (a clear), so it cannot serve it.
+    pub(crate) fn queue_compaction(&self) {
+        self.writer.lock().compacting = true;
+        if self
+            .commands
+            .send(Command::Compact { reply: None })
+            .is_err()
+        {
+            self.writer.lock().compacting = false;
+        }
+    }
+
     pub(crate) fn maybe_request_compaction(&self) {
         let due = self.writer.lock().compaction_due();
         if due {

@@ -415,10 +415,15 @@ impl KVStore {
     }
 
     /// Removes every key. A crash afterwards never brings them back.
+    ///
+    /// A clear is a compaction to the empty state: the clear record makes it durable at
+    /// once, and a compaction that rewrites the journal without the cleared keys is queued
+    /// before this returns (after a running one, which started before the clear and still
+    /// copies them). It runs in the background; call [`compact`](Self::compact) to wait.
     pub fn clear(&self) -> Result<()> {
         self.shared.check_writable()?;
         self.shared.write([Op::Clear], false)?;
-        self.shared.request_compaction(None);
+        self.shared.queue_compaction();
         Ok(())
     }
 
