@@ -391,7 +391,7 @@ fn a_clear_during_a_compaction_is_followed_by_one_to_the_empty_state() {
     let empty = (format::HEADER_SIZE + 64) as u64;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut sizes = Vec::new();
-    while !sizes.last().is_some_and(|&after| after < empty) {
+    while sizes.last().is_none_or(|&after| after >= empty) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match events.recv_timeout(left) {
             Ok(Event::CompactionFinished { bytes_after, .. }) => sizes.push(bytes_after),
