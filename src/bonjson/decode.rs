@@ -456,19 +456,26 @@ mod tests {
     }
 
     /// `find_nul` finds the first NUL at every position of every length on both sides of its
-    /// 64-byte switch to memchr, and none in strings without one.
+    /// switch to memchr (64 bytes), and none in strings without one, whatever bytes surround
+    /// it.
     #[test]
     fn find_nul_finds_the_first_nul_at_every_position() {
-        for len in 0..=130 {
-            let clean = vec![b'a'; len];
-            assert_eq!(find_nul(&clean), None, "len {len}");
-            for at in 0..len {
-                let mut bytes = clean.clone();
-                bytes[at] = 0;
-                if at + 1 < len {
-                    bytes[len - 1] = 0;
+        for fill in [b'a', 0x01, 0x80, 0x81, 0xff] {
+            for len in 0..=130 {
+                let clean = vec![fill; len];
+                assert_eq!(find_nul(&clean), None, "fill {fill:#x}, len {len}");
+                for at in 0..len {
+                    let mut bytes = clean.clone();
+                    bytes[at] = 0;
+                    if at + 1 < len {
+                        bytes[len - 1] = 0;
+                    }
+                    assert_eq!(
+                        find_nul(&bytes),
+                        Some(at),
+                        "fill {fill:#x}, len {len}, at {at}"
+                    );
                 }
-                assert_eq!(find_nul(&bytes), Some(at), "len {len}, NUL at {at}");
             }
         }
     }
