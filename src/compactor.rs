@@ -28,6 +28,7 @@ use crate::journal::Journal;
 use crate::journal::format::{self, HEADER_SIZE};
 use crate::journal::recovery::append_commit_marker;
 use crate::journal::replay::LiveRecord;
+use crate::options::Durability;
 use crate::pace::Room;
 use crate::shared::Shared;
 use crate::snapshot::Map;
@@ -401,6 +402,14 @@ fn compact_into(
             return Ok(Err(e));
         }
     }
+    // The flush above left every page of the new journal clean, hence write-protected: each
+    // writer's first store to a page would fault into the filesystem (on ext4, about one
+    // fault per 60 short records, 30-50 ns per write of the writer's system time). Take those
+    // faults here for the next stretch. Not in `Sync` mode, whose flush at every write cleans
+    // the pages again.
+    if shared.config.durability != Durability::Sync {
+        new_active.prefault_for_writers(PREFAULT_FOR_WRITERS);
+    }
     let duration = started.elapsed();
     shared.stats.last_compaction_nanos.store(
         u64::try_from(duration.as_nanos())
@@ -650,6 +659,12 @@ fn between_batches(
     }
     Ok(())
 }
+
+/// How far past its end a new journal is mapped writable for the writers after a compaction:
+/// about 17,000 records of 60 bytes. Bounded because the pages are dirtied: one the writers
+/// do not reach within the kernel's dirty expiry (30 s by default) is written back as zeros
+/// before they fill it (a write of at most this much).
+const PREFAULT_FOR_WRITERS: usize = 1024 * 1024;
 
 /// Granularity of the early writeback (a page: a partly written page would only be written
 /// twice).

@@ -1,4 +1,5 @@
-//! A cache prefetch hint: the one `unsafe` call outside `journal/mmap.rs`, fenced in here.
+//! A cache prefetch hint: one of the two `unsafe` calls outside `journal/mmap.rs` (the other
+//! is the CRC-32C instruction in `journal/checksum.rs`), fenced in here.
 #![cfg_attr(
     target_arch = "x86_64",
     expect(

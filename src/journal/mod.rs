@@ -161,6 +161,14 @@ impl Journal {
             .prefault(end, self.capacity().saturating_sub(end));
     }
 
+    /// Maps up to `len` bytes past the end writable (see [`Storage::prefault_for_write`]);
+    /// called by the compactor thread, never by a writer.
+    pub(crate) fn prefault_for_writers(&self, len: usize) {
+        let end = self.end();
+        let len = len.min(self.capacity().saturating_sub(end));
+        self.storage.prefault_for_write(end, len);
+    }
+
     /// Calls `f` with the live keys of the records in `[HEADER_SIZE, end)` (which must be
     /// below the published end: records there never change), as
     /// [`replay::live_records`] finds them; `None` if they do not read back as an unbroken run

@@ -77,6 +77,11 @@ pub(crate) trait Storage: Send + Sync {
     /// now, so that the writer's first store to each page does not wait for the kernel to
     /// allocate and zero it. Never changes the bytes.
     fn prefault(&self, _offset: usize, _len: usize) {}
+    /// Best effort, from a background thread: map the `len` bytes at `offset` writable now, so
+    /// that the writer's first store to each page is no fault at all. Never changes the bytes,
+    /// but marks the pages dirty: the next flush writes them back (as the zeros they are), and
+    /// one left unfilled for a while is written back by the kernel as well.
+    fn prefault_for_write(&self, _offset: usize, _len: usize) {}
     /// Best effort: start writing the `len` bytes at `offset` back to disk without waiting, so
     /// that a later `flush` has less to wait for. Promises nothing about durability.
     fn start_writeback(&self, _offset: usize, _len: usize) {}
