@@ -30,6 +30,7 @@ use crate::journal::recovery::append_commit_marker;
 use crate::journal::replay::LiveRecord;
 use crate::options::Durability;
 use crate::pace::Room;
+use crate::prefault::{PREFAULT_AHEAD, PrefaultAhead, PrefaultRequest, prefault_ahead};
 use crate::shared::Shared;
 use crate::snapshot::Map;
 use crate::sync::channel::{Receiver, Sender};
@@ -40,6 +41,8 @@ use crate::{Error, Result};
 pub(crate) enum Command {
     /// Compact now; report the outcome on `reply` if given.
     Compact { reply: Option<Sender<Result<()>>> },
+    /// Map the next stretch of the active journal writable before the writers reach it.
+    Prefault(PrefaultRequest),
     /// Stop (sent by `Drop`).
     Shutdown,
 }
@@ -68,8 +71,13 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
         opened.prefault_tail();
     }
     while let Ok(command) = commands.recv() {
-        let Command::Compact { reply } = command else {
-            break;
+        let reply = match command {
+            Command::Compact { reply } => reply,
+            Command::Prefault(request) => {
+                prefault_ahead(shared, &request);
+                continue;
+            }
+            Command::Shutdown => break,
         };
         // Requests that piled up during the last compaction are served by this one.
         let mut replies = vec![reply];
@@ -77,6 +85,8 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
         while let Ok(more) = commands.try_recv() {
             match more {
                 Command::Compact { reply } => replies.push(reply),
+                // The compaction about to run maps its new journal for the writers itself.
+                Command::Prefault(_) => {}
                 Command::Shutdown => stop = true,
             }
         }
@@ -352,6 +362,8 @@ fn compact_into(
     w.compacting = false;
     w.last_swapped = number;
     w.end_at_swap = bytes_after;
+    // This compaction maps the first stretch writable itself, right after its last flush.
+    w.prefault = PrefaultAhead::after_swap(generation, bytes_after);
     w.room_needed = 0;
     let hwm = ((capacity as f64) * f64::from(shared.config.high_water_mark)) as usize;
     let waited = std::mem::take(&mut w.waited_for_room);
@@ -408,7 +420,7 @@ fn compact_into(
     // faults here for the next stretch. Not in `Sync` mode, whose flush at every write cleans
     // the pages again.
     if shared.config.durability != Durability::Sync {
-        new_active.prefault_for_writers(PREFAULT_FOR_WRITERS);
+        new_active.prefault_for_writers(bytes_after, bytes_after + PREFAULT_AHEAD);
     }
     let duration = started.elapsed();
     shared.stats.last_compaction_nanos.store(
@@ -659,12 +671,6 @@ fn between_batches(
     }
     Ok(())
 }
-
-/// How far past its end a new journal is mapped writable for the writers after a compaction:
-/// about 17,000 records of 60 bytes. Bounded because the pages are dirtied: one the writers
-/// do not reach within the kernel's dirty expiry (30 s by default) is written back as zeros
-/// before they fill it (a write of at most this much).
-const PREFAULT_FOR_WRITERS: usize = 1024 * 1024;
 
 /// Granularity of the early writeback (a page: a partly written page would only be written
 /// twice).

@@ -42,6 +42,7 @@ mod options;
 mod pace;
 #[cfg(test)]
 mod power_loss_tests;
+mod prefault;
 mod prefetch;
 #[cfg(test)]
 mod recovery_tests;

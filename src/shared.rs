@@ -10,6 +10,7 @@ use crate::journal::Journal;
 use crate::journal::format::{self, HEADER_SIZE, Op};
 use crate::options::{Builder, Durability};
 use crate::pace::Pace;
+use crate::prefault::PrefaultAhead;
 use crate::snapshot::{Change, ChangeKey, Publisher, Version};
 use crate::stats::Counters;
 use crate::sync::channel::Sender;
@@ -68,6 +69,8 @@ pub(crate) struct Writer {
     pub(crate) last_swapped: u64,
     /// Where the active journal ended right after the last swap: the room that swap made.
     pub(crate) end_at_swap: usize,
+    /// How far ahead of the writers the compactor was asked to map the journal writable.
+    pub(crate) prefault: PrefaultAhead,
     /// The number of the last compaction that failed (see `compactions_started`).
     pub(crate) last_failed: u64,
     /// Its error, which the writers that waited for it get.
@@ -467,8 +470,20 @@ impl Shared {
             w.compacting = true;
         }
         let journal = (self.config.durability == Durability::Sync).then(|| Arc::clone(&w.active));
+        // Not in `Sync` mode, whose flush at every write leaves the pages write-protected
+        // again; not under loom, whose storage has no pages.
+        let prefault = if journal.is_none() && !cfg!(loom) {
+            let generation = w.active.generation();
+            w.prefault.due(generation, end)
+        } else {
+            None
+        };
         drop(w);
         drop(garbage);
+        if let Some(request) = prefault {
+            // A hint: if the compactor is gone, there is nothing to map for.
+            let _ = self.commands.send(Command::Prefault(request));
+        }
 
         if compact
             && self

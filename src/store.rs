@@ -17,6 +17,7 @@ use crate::journal::recovery::{self, Note, Tail};
 use crate::journal::storage::{Backend, Slot};
 use crate::options::Builder;
 use crate::pace::Pace;
+use crate::prefault::PrefaultAhead;
 use crate::shared::{Shared, Writer, hwm_pos};
 use crate::snapshot::{Map, Publisher, Snapshot};
 use crate::stats::{Counters, Stats};
@@ -221,6 +222,7 @@ impl KVStore {
             floor,
             std::time::Instant::now(),
         );
+        let prefault = PrefaultAhead::at_open(active.generation(), active.end());
         let (commands, receiver) = channel::unbounded();
         let (published, publisher) = Publisher::new(map, 0);
         let shared = Arc::new(Shared {
@@ -240,6 +242,7 @@ impl KVStore {
                 compactions_started: 0,
                 last_swapped: 0,
                 end_at_swap: 0,
+                prefault,
                 last_failed: 0,
                 last_failure: None,
                 waited_for_room: false,

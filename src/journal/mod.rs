@@ -161,12 +161,13 @@ impl Journal {
             .prefault(end, self.capacity().saturating_sub(end));
     }
 
-    /// Maps up to `len` bytes past the end writable (see [`Storage::prefault_for_write`]);
-    /// called by the compactor thread, never by a writer.
-    pub(crate) fn prefault_for_writers(&self, len: usize) {
-        let end = self.end();
-        let len = len.min(self.capacity().saturating_sub(end));
-        self.storage.prefault_for_write(end, len);
+    /// Maps the bytes in `[from, to)` writable, as far as the journal reaches (see
+    /// [`Storage::prefault_for_write`]); called by the compactor thread, never by a writer.
+    pub(crate) fn prefault_for_writers(&self, from: usize, to: usize) {
+        let to = to.min(self.capacity());
+        if from < to {
+            self.storage.prefault_for_write(from, to - from);
+        }
     }
 
     /// Calls `f` with the live keys of the records in `[HEADER_SIZE, end)` (which must be
