@@ -412,3 +412,35 @@ fn a_clear_during_a_compaction_is_followed_by_one_to_the_empty_state() {
         "{used} bytes used after the clear's compaction"
     );
 }
+
+/// A clear and a `compact()` queued together behind a running compaction are served by the
+/// next one, after which the store is idle and compacts on its own again: the mark that keeps
+/// `compacting` set for a clear's queued compaction must not outlive it (left set, no write
+/// would ever request a compaction again and writers would wait for room for ever).
+#[test]
+fn a_clear_and_a_compact_queued_together_leave_the_store_idle() {
+    let disk = MemBackend::new();
+    let store = open(&disk, 64 * 1024);
+    for i in 0..50 {
+        store.insert(format!("k{i}"), Value::Integer(i)).unwrap();
+    }
+    hold_compaction(&disk, &store, |scope| {
+        scope.spawn(|| store.compact().unwrap());
+        wait_until("the compact() request to be queued", || {
+            !store.shared.commands.is_empty()
+        });
+        store.clear().unwrap();
+    })
+    .unwrap();
+    wait_until("the compactor to go idle", || {
+        !store.shared.writer.lock().compacting
+    });
+    assert!(store.is_empty());
+    let before = store.stats().compactions;
+    for i in 0..5_000 {
+        store
+            .insert(format!("k{}", i % 50), Value::Integer(i))
+            .unwrap();
+    }
+    assert!(store.stats().compactions > before, "{:?}", store.stats());
+}

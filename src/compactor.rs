@@ -28,9 +28,8 @@ use crate::journal::Journal;
 use crate::journal::format::{self, HEADER_SIZE};
 use crate::journal::recovery::append_commit_marker;
 use crate::journal::replay::LiveRecord;
-use crate::options::Durability;
 use crate::pace::Room;
-use crate::prefault::{PREFAULT_AHEAD, PrefaultAhead, PrefaultRequest, prefault_ahead};
+use crate::prefault::{PrefaultAhead, PrefaultRequest, prefault_ahead};
 use crate::shared::Shared;
 use crate::snapshot::Map;
 use crate::sync::channel::{Receiver, Sender};
@@ -120,7 +119,9 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
                 reason: e.to_string(),
             });
             let mut w = shared.writer.lock();
-            w.compacting = false;
+            // A clear queued behind this attempt keeps the flag, if its request is still to
+            // be served (this attempt may have taken it up before it took its start).
+            w.compacting = std::mem::take(&mut w.compaction_queued) && !commands.is_empty();
             w.failures += 1;
             w.last_failed = number;
             w.last_failure = Some(duplicate_error(e));
@@ -230,6 +231,8 @@ fn compact_into(
         // generation in the file, and a later attempt reusing the number would replay them.
         let generation = w.next_generation.max(w.active.generation() + 1);
         w.next_generation = generation + 1;
+        // Every clear so far is before this start, so this compaction serves it.
+        w.compaction_queued = false;
         (
             w.active.end(),
             Arc::clone(&w.active),
@@ -359,10 +362,12 @@ fn compact_into(
     let retired = std::mem::replace(&mut w.active, Arc::clone(&new_active));
     // Counted under the lock, so `stats()` never sees the new generation without it.
     shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
-    w.compacting = false;
+    w.compacting = std::mem::take(&mut w.compaction_queued);
     w.last_swapped = number;
     w.end_at_swap = bytes_after;
-    // This compaction maps the first stretch writable itself, right after its last flush.
+    // The first write to the new journal asks for its first stretch to be mapped writable;
+    // this thread serves that after this compaction, hence after its last flush (which leaves
+    // every page clean, so write-protected, again).
     w.prefault = PrefaultAhead::after_swap(generation, bytes_after);
     w.room_needed = 0;
     let hwm = ((capacity as f64) * f64::from(shared.config.high_water_mark)) as usize;
@@ -413,14 +418,6 @@ fn compact_into(
         if let Err(e) = shared.check_poison() {
             return Ok(Err(e));
         }
-    }
-    // The flush above left every page of the new journal clean, hence write-protected: each
-    // writer's first store to a page would fault into the filesystem (on ext4, about one
-    // fault per 60 short records, 30-50 ns per write of the writer's system time). Take those
-    // faults here for the next stretch. Not in `Sync` mode, whose flush at every write cleans
-    // the pages again.
-    if shared.config.durability != Durability::Sync {
-        new_active.prefault_for_writers(bytes_after, bytes_after + PREFAULT_AHEAD);
     }
     let duration = started.elapsed();
     shared.stats.last_compaction_nanos.store(

@@ -3,16 +3,17 @@
 //! A journal page that was flushed, or only ever read, is mapped write-protected, and on a
 //! filesystem that tracks dirty pages (ext4) the writer's first store to it is a fault into
 //! the filesystem: one per 60-odd short records, 30-50 ns per write of the writer's system
-//! time. The compactor takes those faults instead, a stretch ahead of the writers: right after
-//! a compaction for the new journal, then whenever the writers ask for the next stretch.
+//! time. The compactor takes those faults instead, a stretch ahead of the writers, whenever
+//! they ask for the next one: at the first write to a new journal (served after the compaction
+//! that made it, so after its last flush) and then halfway through each stretch.
 //! `docs/design.md` has the measurements and the cost (dirty zero pages).
 
 use crate::shared::Shared;
 use crate::sync::Arc;
 
-/// How far ahead of the writers the journal's pages are mapped writable: after a compaction,
-/// past the new journal's end, and then at the writers' request ([`Command::Prefault`]) as
-/// they fill it; about 17,000 records of 60 bytes. Bounded because the pages are dirtied: one
+/// How far ahead of the writers the journal's pages are mapped writable, at their request
+/// ([`Command::Prefault`](crate::compactor::Command::Prefault)); about 17,000 records of 60
+/// bytes. Bounded because the pages are dirtied: one
 /// the writers do not reach within the kernel's dirty expiry (30 s by default) is written back
 /// as zeros before they fill it (a write of at most this much).
 pub(crate) const PREFAULT_AHEAD: usize = 1024 * 1024;
@@ -56,12 +57,13 @@ impl PrefaultAhead {
         }
     }
 
-    /// For a new journal ending at `end`, whose first stretch the compaction maps itself.
+    /// For a new journal ending at `end`: writers are clearly at work, so the first write
+    /// asks for the first stretch.
     pub(crate) fn after_swap(generation: u64, end: usize) -> Self {
         PrefaultAhead {
             generation,
-            asked_until: end + PREFAULT_AHEAD,
-            ask_at: end + PREFAULT_AHEAD / 2,
+            asked_until: end,
+            ask_at: end,
         }
     }
 
@@ -93,7 +95,7 @@ mod tests {
 
     /// After open nothing is asked for during the lead-in; then each request starts where the
     /// last one ended and reaches a stretch past the end, asked for again halfway through it.
-    /// After a swap the first stretch is the compaction's own.
+    /// After a swap the first write asks at once.
     #[test]
     fn requests_follow_the_writers() {
         let kib = 1024;
@@ -108,9 +110,11 @@ mod tests {
         let second = ahead.due(5, 772 * kib).unwrap();
         assert_eq!((second.from, second.to), (1284 * kib, 1796 * kib));
         let mut swapped = PrefaultAhead::after_swap(6, 600 * kib);
+        let third = swapped.due(6, 601 * kib).unwrap();
+        assert_eq!((third.from, third.to), (601 * kib, 1625 * kib));
         assert!(swapped.due(6, 1000 * kib).is_none());
-        let third = swapped.due(6, 1112 * kib).unwrap();
-        assert_eq!((third.from, third.to), (1624 * kib, 2136 * kib));
+        let fourth = swapped.due(6, 1113 * kib).unwrap();
+        assert_eq!((fourth.from, fourth.to), (1625 * kib, 2137 * kib));
         // A generation it did not know of starts over as after open.
         assert!(swapped.due(7, 5000 * kib).is_none());
         assert_eq!(swapped, PrefaultAhead::at_open(7, 5000 * kib));

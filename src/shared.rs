@@ -53,6 +53,9 @@ pub(crate) struct Writer {
     pub(crate) seq: u64,
     /// A compaction has been requested and has not finished.
     pub(crate) compacting: bool,
+    /// A clear queued a compaction that no compaction has taken its start after yet: if one
+    /// that started before the clear ends, `compacting` stays set for the one queued.
+    pub(crate) compaction_queued: bool,
     /// Compactions that ended in failure (writers waiting for room watch this).
     pub(crate) failures: u64,
     /// Compactions that could not grow the journals as far as they wanted (a full disk) and
@@ -242,13 +245,20 @@ impl Shared {
     /// Queues a compaction even if one is running: that one may have started before the
     /// change that asks for this (a clear), so it cannot serve it.
     pub(crate) fn queue_compaction(&self) {
-        self.writer.lock().compacting = true;
+        {
+            let mut w = self.writer.lock();
+            // Cleared by the compaction that takes its start after this point.
+            w.compaction_queued = true;
+            w.compacting = true;
+        }
         if self
             .commands
             .send(Command::Compact { reply: None })
             .is_err()
         {
-            self.writer.lock().compacting = false;
+            let mut w = self.writer.lock();
+            w.compacting = false;
+            w.compaction_queued = false;
         }
     }
 

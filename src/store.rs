@@ -233,6 +233,7 @@ impl KVStore {
                 changes: Vec::new(),
                 seq: 0,
                 compacting: false,
+                compaction_queued: false,
                 failures: 0,
                 hwm_fired: 0,
                 trigger,

@@ -2,12 +2,14 @@
 //! writable ahead of it (`src/prefault.rs`). On a filesystem that tracks dirty pages (ext4, as
 //! here) each first store to a write-protected page would otherwise fault into the filesystem.
 
+#![cfg(target_os = "linux")]
+
 use std::time::Duration;
 
 use resilient_kv::{KVStore, Value};
 
 /// Minor page faults of this thread so far.
-fn minor_faults() -> i64 {
+fn minor_faults() -> libc::c_long {
     #[expect(unsafe_code, reason = "getrusage fills a struct it is handed")]
     // SAFETY: `getrusage` only writes the `rusage` it is given, which lives on this stack, and
     // `RUSAGE_THREAD` is a valid `who` on Linux.
@@ -27,7 +29,6 @@ fn write_chunk(store: &KVStore, chunk: usize) {
     }
 }
 
-#[cfg(target_os = "linux")]
 #[test]
 fn a_writer_past_the_lead_in_finds_its_pages_mapped_writable() {
     let dir = tempfile::tempdir().unwrap();

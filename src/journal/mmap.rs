@@ -424,7 +424,8 @@ mod tests {
     }
 
     /// Minor page faults of this thread so far.
-    fn minor_faults() -> i64 {
+    #[cfg(target_os = "linux")]
+    fn minor_faults() -> libc::c_long {
         // SAFETY: `getrusage` only writes the `rusage` it is given, which lives on this stack.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: as above; `RUSAGE_THREAD` is a valid `who` on Linux.
