@@ -155,6 +155,9 @@ impl Precondition for Unchanged<'_> {
     }
 }
 
+/// The largest encode buffer a writing thread keeps between writes.
+const KEEP_BODY_CAPACITY: usize = 1024 * 1024;
+
 thread_local! {
     /// Each writing thread's buffer for encoding record bodies (no allocation per write).
     static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -334,6 +337,11 @@ impl Shared {
         let encoded = format::encode_body(ops.as_ref(), &self.limits, &mut body);
         let result =
             encoded.and_then(|()| self.append_and_publish(&body, ops, want_previous, precondition));
+        // Kept for the thread's next write, unless one large value grew it: a thread must not
+        // hold on to the largest record it ever encoded (or was refused).
+        if body.capacity() > KEEP_BODY_CAPACITY {
+            body = Vec::new();
+        }
         BODY.with(|b| *b.borrow_mut() = body);
         result
     }
@@ -557,6 +565,29 @@ impl Shared {
 mod tests {
     use super::*;
     use crate::journal::format::FRAME_SIZE;
+
+    /// A writing thread does not keep the buffer a large value grew, accepted or refused.
+    #[test]
+    fn a_large_value_leaves_no_large_buffer_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::KVStore::builder(dir.path().join("buffer"))
+            .buffer_size(64 * 1024)
+            .max_size(64 * 1024)
+            .open()
+            .unwrap();
+        let capacity = || BODY.with(|b| b.borrow().capacity());
+        store
+            .insert("small".into(), crate::Value::Integer(1))
+            .unwrap();
+        assert!(capacity() > 0 && capacity() <= KEEP_BODY_CAPACITY);
+        let large = crate::Value::from("x".repeat(4 * KEEP_BODY_CAPACITY));
+        assert!(matches!(
+            store.insert("large".into(), large),
+            Err(Error::TooLarge { .. })
+        ));
+        assert!(capacity() <= KEEP_BODY_CAPACITY, "{}", capacity());
+        assert_eq!(store.len(), 1);
+    }
 
     #[test]
     fn a_body_past_the_frames_32_bit_length_is_too_large_whatever_max_size_allows() {

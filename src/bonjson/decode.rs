@@ -284,6 +284,9 @@ impl<'a> Decoder<'a> {
     }
 
     fn record_definition(&mut self) -> Result<()> {
+        // The definition itself counts as a node, so that empty definitions (which hold no
+        // key) cannot make the decoder keep any number of them.
+        self.charge(1)?;
         let mut keys: Vec<String> = Vec::new();
         let mut seen = HashMap::new();
         let mut nfc = NfcKeys::default();
@@ -453,6 +456,26 @@ mod tests {
 
     fn kind(bytes: &[u8]) -> ErrorKind {
         decode(bytes).unwrap_err().kind
+    }
+
+    /// Empty record definitions count against the node limit: a document of them once made
+    /// the decoder keep one allocation per two input bytes whatever the limits said.
+    #[test]
+    fn empty_record_definitions_count_as_nodes() {
+        let mut doc = Vec::new();
+        for _ in 0..1_000 {
+            doc.extend([code::RECORD_DEF, code::END]);
+        }
+        doc.push(0x00);
+        let mut options = DecodeOptions::default();
+        options.limits.max_total_nodes = 100;
+        let result = decode_with(&doc, &options);
+        assert_eq!(
+            result.map_err(|e| e.kind),
+            Err(ErrorKind::MaxTotalNodesExceeded)
+        );
+        options.limits.max_total_nodes = 1_001;
+        assert!(decode_with(&doc, &options).is_ok());
     }
 
     /// `find_nul` finds the first NUL at every position of every length on both sides of its

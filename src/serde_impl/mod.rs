@@ -329,6 +329,26 @@ mod tests {
     use crate::Value;
     use crate::bonjson::BigNumber;
 
+    /// A length hint is not trusted for preallocation: a sequence claiming 2^40 elements that
+    /// fails at its first one is an error, not an allocation failure that aborts the process.
+    #[test]
+    fn a_huge_length_hint_is_not_preallocated() {
+        struct Claims;
+        impl Serialize for Claims {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq((0..1_u64 << 40).map(|_| f64::NAN))
+            }
+        }
+        assert_eq!(to_value(&Claims), Err(ValueError::NonFiniteFloat));
+        struct ClaimsMap;
+        impl Serialize for ClaimsMap {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map((0..1_u64 << 40).map(|i| (i, f64::NAN)))
+            }
+        }
+        assert_eq!(to_value(&ClaimsMap), Err(ValueError::NonFiniteFloat));
+    }
+
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     enum Shape {
         Empty,

@@ -158,7 +158,9 @@ impl ser::Serializer for ValueSerializer {
     }
 
     fn serialize_seq(self, len: Option<usize>) -> Result<SeqBuilder, ValueError> {
-        Ok(SeqBuilder(Vec::with_capacity(len.unwrap_or(0))))
+        Ok(SeqBuilder(Vec::with_capacity(
+            len.unwrap_or(0).min(super::MAX_PREALLOCATION),
+        )))
     }
 
     fn serialize_tuple(self, len: usize) -> Result<SeqBuilder, ValueError> {
@@ -182,7 +184,7 @@ impl ser::Serializer for ValueSerializer {
     ) -> Result<VariantBuilder<SeqBuilder>, ValueError> {
         Ok(VariantBuilder {
             variant,
-            inner: SeqBuilder(Vec::with_capacity(len)),
+            inner: SeqBuilder(Vec::with_capacity(len.min(super::MAX_PREALLOCATION))),
         })
     }
 
@@ -270,7 +272,9 @@ pub(super) struct MapBuilder {
 }
 
 impl MapBuilder {
+    /// Trusts the caller's length hint only up to a bound (a hint is not a promise).
     fn with_capacity(len: usize) -> Self {
+        let len = len.min(super::MAX_PREALLOCATION);
         MapBuilder {
             map: HashMap::with_capacity(len),
             pending_key: None,
