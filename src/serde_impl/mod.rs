@@ -292,18 +292,31 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map =
             HashMap::with_capacity(access.size_hint().unwrap_or(0).min(MAX_PREALLOCATION));
-        while let Some(key) = access.next_key::<String>()? {
+        // A key read ahead (after the marker below) and not handled yet.
+        let mut next = None;
+        loop {
+            let key = match next.take() {
+                Some(key) => key,
+                None => match access.next_key::<String>()? {
+                    Some(key) => key,
+                    None => break,
+                },
+            };
             // A big number passed through by a deserializer that keeps it exact (this crate's
-            // own; see `deserializer.rs`).
+            // own; see `deserializer.rs`): the marker alone, with a big number's text. Anything
+            // else under that key (another type of value, more members, whatever order a map
+            // gives them in) is an ordinary member.
             if map.is_empty() && key == BIG_NUMBER_TOKEN {
-                let text: String = access.next_value()?;
-                let number = BigNumber::parse(&text).ok_or_else(|| {
-                    de::Error::custom(format!("{text:?} is not a big number's decimal text"))
-                })?;
-                if access.next_key::<String>()?.is_some() {
-                    return Err(de::Error::custom("a big number marker with other members"));
+                let value: Value = access.next_value()?;
+                next = access.next_key::<String>()?;
+                if next.is_none()
+                    && let Value::String(text) = &value
+                    && let Some(number) = BigNumber::parse(text)
+                {
+                    return Ok(Value::BigNumber(number));
                 }
-                return Ok(Value::BigNumber(number));
+                map.insert(key, value);
+                continue;
             }
             match map.entry(key) {
                 Entry::Occupied(entry) => {
@@ -328,6 +341,30 @@ mod tests {
     use super::{ValueError, from_value, to_value};
     use crate::Value;
     use crate::bonjson::BigNumber;
+
+    /// An object holding the big-number marker's key among other members, or with a value
+    /// that is not a big number's text, converts to itself, whatever order its members come in
+    /// (it once failed or not by the map's random iteration order).
+    #[test]
+    fn objects_with_the_marker_key_convert_to_themselves() {
+        for _ in 0..64 {
+            let object: Value = [
+                ("$resilient_kv::BigNumber", Value::from("1")),
+                ("a", Value::Integer(1)),
+            ]
+            .into_iter()
+            .collect();
+            assert_eq!(from_value::<Value>(object.clone()), Ok(object));
+        }
+        let not_text: Value = [("$resilient_kv::BigNumber", Value::Integer(5))]
+            .into_iter()
+            .collect();
+        assert_eq!(from_value::<Value>(not_text.clone()), Ok(not_text));
+        let not_a_number: Value = [("$resilient_kv::BigNumber", Value::from("x"))]
+            .into_iter()
+            .collect();
+        assert_eq!(from_value::<Value>(not_a_number.clone()), Ok(not_a_number));
+    }
 
     /// A length hint is not trusted for preallocation: a sequence claiming 2^40 elements that
     /// fails at its first one is an error, not an allocation failure that aborts the process.
