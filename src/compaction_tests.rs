@@ -444,3 +444,47 @@ fn a_clear_and_a_compact_queued_together_leave_the_store_idle() {
     }
     assert!(store.stats().compactions > before, "{:?}", store.stats());
 }
+
+/// A write waiting for room at the largest size is not refused (`Full`) because the
+/// compaction it waited for copied over mostly overwrites appended while it ran: the live
+/// data and the record fit, and the next compaction drops those overwrites. (The waiting
+/// write used to count everything the swap copied as taken.)
+#[test]
+fn overwrites_appended_during_a_compaction_do_not_refuse_a_waiting_write() {
+    const KIB: usize = 1024;
+    let disk = MemBackend::new();
+    let store = KVStore::open_on(
+        Builder::new(std::path::Path::new("mem"))
+            .buffer_size(64 * KIB)
+            .max_size(64 * KIB)
+            // No early start: the one compaction before the swap below is the big write's.
+            .pace_compactions(false),
+        &disk,
+    )
+    .unwrap();
+    let small = |i: i64| Value::from(format!("{i:0>100}"));
+    // Overwrites of one key up to about 30 KiB.
+    let mut i = 0;
+    while store.stats().active_used < 30 * 1024 {
+        store.insert("a".into(), small(i)).unwrap();
+        i += 1;
+    }
+    // Hold the compaction the big write will ask for at its first write to the new journal.
+    let inactive = inactive_slot(&disk);
+    disk.pause_when(Some(Box::new(move |op| op.slot() == inactive)));
+    std::thread::scope(|scope| {
+        let big = scope.spawn(|| store.insert("big".into(), Value::from("b".repeat(40 * KIB))));
+        wait_until("the compaction to be held", || disk.held() > 0);
+        // 25 KiB more overwrites while it is held: they fit where the big record does not.
+        let held_at = store.stats().active_used;
+        while store.stats().active_used < held_at + 25 * 1024 {
+            store.insert("a".into(), small(i)).unwrap();
+            i += 1;
+        }
+        disk.pause_when(None);
+        let outcome = big.join().unwrap();
+        assert!(outcome.is_ok(), "{outcome:?}");
+    });
+    assert_eq!(store.get("a").unwrap(), Some(small(i - 1)));
+    assert_eq!(store.len(), 2);
+}

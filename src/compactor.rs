@@ -292,6 +292,10 @@ fn compact_into(
         Ok(used) => generation = used,
         Err(e) => return Err(fail(e, target)),
     }
+    // Where the live data ends before the records appended meanwhile are copied over (those
+    // may be mostly overwrites): what a writer waiting for room can count on once they too
+    // are compacted.
+    let snapshot_end = journal.end();
     // Bring the rest of the new journal into memory now: the catch-up below (part of it under
     // the writer lock) and, after the swap, the writers store into those pages, and a first
     // store to a never-written page makes the kernel allocate and zero it inside the fault.
@@ -364,7 +368,7 @@ fn compact_into(
     shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
     w.compacting = std::mem::take(&mut w.compaction_queued);
     w.last_swapped = number;
-    w.end_at_swap = bytes_after;
+    w.end_at_swap = snapshot_end;
     // The first write to the new journal asks for its first stretch to be mapped writable;
     // this thread serves that after this compaction, hence after its last flush (which leaves
     // every page clean, so write-protected, again).
@@ -374,6 +378,11 @@ fn compact_into(
     let waited = std::mem::take(&mut w.waited_for_room);
     w.early = w.early.next(waited);
     w.trigger = next_trigger(bytes_after, hwm, capacity, w.early.level);
+    if bytes_after > hwm {
+        // A generation that starts above its mark never crosses it: no callback for it (one
+        // that compacts would otherwise compact at every first write after each swap).
+        w.hwm_fired = generation;
+    }
     if shared.config.pace_compactions && !cfg!(loom) {
         let journal = Room {
             end: bytes_after,
@@ -528,13 +537,17 @@ fn naming(e: Error, journal: &Journal) -> Error {
 }
 
 /// Where the next automatic compaction starts in a journal whose live data ends at `live_end`:
-/// at the high-water mark, or halfway between the live data and the end if the live data is
-/// already above the mark. At `early` level `n` (see [`EarlyStart`]) it starts after only
+/// at the high-water mark, or halfway between the live data and the end if that is later and
+/// the live data is above half the mark (the journal is at its largest size). At `early` level `n` (see [`EarlyStart`]) it starts after only
 /// 1/2^n of that distance instead: with more room left for the writers while it runs, and less
 /// to scan, instead of the journal growing beyond its configured size.
 fn next_trigger(live_end: usize, hwm: usize, capacity: usize, early: u8) -> usize {
-    let normal = if live_end > hwm {
-        live_end + capacity.saturating_sub(live_end) / 2
+    let halfway = live_end + capacity.saturating_sub(live_end) / 2;
+    // Live data above half the mark means the journal could not grow (compaction grows it
+    // until the live data fits under half the mark): then never start before halfway, or
+    // live data ending just below the mark would start a compaction at nearly every write.
+    let normal = if live_end > hwm / 2 {
+        hwm.max(halfway)
     } else {
         hwm
     };
@@ -746,6 +759,11 @@ mod tests {
         assert_eq!(next_trigger(900 * kib, 800 * kib, 1000 * kib, 1), 925 * kib);
         // Data past the end (the header of a file shorter than a page, opened read-only).
         assert_eq!(next_trigger(4096, 0, 100, 3), 4096);
+        // Live data just below the mark of a journal at its largest size: halfway to the end,
+        // not the mark 28 bytes away (a compaction at nearly every write).
+        assert_eq!(next_trigger(52_400, 52_428, 65_536, 0), 58_968);
+        // Below half the mark: the mark, even if halfway is later (a low configured mark).
+        assert_eq!(next_trigger(100 * kib, 300 * kib, 1024 * kib, 0), 300 * kib);
     }
 
     #[test]

@@ -497,12 +497,10 @@ impl Shared {
             None
         };
         drop(w);
-        drop(garbage);
         if let Some(request) = prefault {
             // A hint: if the compactor is gone, there is nothing to map for.
             let _ = self.commands.send(Command::Prefault(request));
         }
-
         if compact
             && self
                 .commands
@@ -511,6 +509,9 @@ impl Shared {
         {
             self.writer.lock().compacting = false;
         }
+        // After the requests: freeing a cleared map of millions of keys takes a while, and
+        // writers waiting for room rely on the compaction request being on its way.
+        drop(garbage);
         // Synced before the callback runs, and the journal let go of: the compactor waits for
         // every holder of a journal before it reuses the file, so a callback that compacts or
         // writes (and waits for that compaction) must not run while this write holds one.

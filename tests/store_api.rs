@@ -272,6 +272,46 @@ fn on_mark(current: usize, size: usize, mark: usize) {
     CALLBACKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
 
+static ABOVE_MARK_CALLBACKS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+fn count_above_mark(_: usize, _: usize, _: usize) {
+    ABOVE_MARK_CALLBACKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// A generation that starts above its mark (live data over it, journals at their largest
+/// size) never crosses it, so the callback does not fire for it. It fired at the first write
+/// after every such swap, so a callback that compacts (as the docs suggest) compacted at
+/// every such write.
+#[test]
+fn a_generation_that_starts_above_its_mark_does_not_fire_the_callback() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = KVStore::builder(base(&dir))
+        .buffer_size(16 * 1024)
+        .max_size(16 * 1024)
+        .high_water_mark(0.5)
+        .on_high_water_mark(count_above_mark)
+        .open()
+        .unwrap();
+    for i in 0..90 {
+        store
+            .insert(format!("k{i:02}"), Value::from("v".repeat(80)))
+            .unwrap();
+    }
+    store.compact().unwrap();
+    let after_swap = store.stats();
+    assert!(after_swap.active_used > 8 * 1024, "{after_swap:?}");
+    let fired = || ABOVE_MARK_CALLBACKS.load(std::sync::atomic::Ordering::SeqCst);
+    let before = fired();
+    store.insert("k00".into(), Value::Integer(1)).unwrap();
+    assert_eq!(store.stats().generation, after_swap.generation);
+    assert_eq!(
+        fired(),
+        before,
+        "the callback fired in a generation that began above its mark"
+    );
+}
+
 #[test]
 fn the_high_water_callback_fires_once_per_generation_and_again_after_swaps() {
     let dir = tempfile::tempdir().unwrap();
