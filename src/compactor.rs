@@ -26,6 +26,7 @@ use crate::bonjson::DecodeOptions;
 use crate::events::Event;
 use crate::journal::Journal;
 use crate::journal::format::{self, HEADER_SIZE};
+use crate::journal::pack::{self, Packer};
 use crate::journal::recovery::append_commit_marker;
 use crate::journal::replay::LiveRecord;
 use crate::pace::Room;
@@ -257,12 +258,11 @@ fn compact_into(
     let from_records = active.with_live_records(start, &DecodeOptions::default(), |records| {
         records.map(|records| {
             let end = HEADER_SIZE
-                + records
-                    .iter()
-                    .map(|r| {
-                        Journal::record_size(format::put_raw_len(r.key().len(), r.value().len()))
-                    })
-                    .sum::<usize>();
+                + pack::packed_size(
+                    records
+                        .iter()
+                        .map(|r| format::put_raw_len(r.key().len(), r.value().len())),
+                );
             write_snapshot(
                 shared,
                 journal,
@@ -625,34 +625,47 @@ fn grow(shared: &Shared, journal: &mut Journal, new_size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Writes one record per live key of `map` (compaction from memory).
+/// Writes every live key of `map`, packed into batch records (compaction from memory).
 fn write_entries(shared: &Shared, journal: &Journal, map: &Map) -> std::result::Result<(), Stop> {
-    let mut body = Vec::with_capacity(256);
+    let mut op = Vec::with_capacity(256);
+    let mut packer = Packer::default();
     let mut written_back = journal.end();
     for (i, (key, value)) in map.iter().enumerate() {
         between_batches(shared, journal, i, &mut written_back)?;
-        body.clear();
-        format::encode_put_stored(key, value, &shared.limits, &mut body).map_err(Stop::Failed)?;
-        append_live(journal, &body)?;
+        op.clear();
+        format::encode_put_stored(key, value, &shared.limits, &mut op).map_err(Stop::Failed)?;
+        if let Some(body) = packer.push(&op) {
+            append_live(journal, body)?;
+        }
     }
-    Ok(())
+    match packer.finish_last() {
+        Some(body) => append_live(journal, body),
+        None => Ok(()),
+    }
 }
 
-/// Writes one record per live key found in the previous generation's records.
+/// Writes the live keys found in the previous generation's records, packed into batch
+/// records (`journal/pack.rs`).
 fn write_records(
     shared: &Shared,
     journal: &Journal,
     records: &[LiveRecord<'_>],
 ) -> std::result::Result<(), Stop> {
-    let mut body = Vec::with_capacity(256);
+    let mut op = Vec::with_capacity(256);
+    let mut packer = Packer::default();
     let mut written_back = journal.end();
     for (i, record) in records.iter().enumerate() {
         between_batches(shared, journal, i, &mut written_back)?;
-        body.clear();
-        format::encode_put_raw(record.key(), record.value(), &mut body);
-        append_live(journal, &body)?;
+        op.clear();
+        format::encode_put_raw(record.key(), record.value(), &mut op);
+        if let Some(body) = packer.push(&op) {
+            append_live(journal, body)?;
+        }
     }
-    Ok(())
+    match packer.finish_last() {
+        Some(body) => append_live(journal, body),
+        None => Ok(()),
+    }
 }
 
 /// Every few thousand records: stop if the store is closing, and start writing back the whole

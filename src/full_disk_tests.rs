@@ -267,20 +267,33 @@ fn a_failed_compaction_forgets_the_room_a_writer_claimed() {
     assert_eq!(store.get("k").unwrap(), Some(Value::Integer(0)));
 }
 
-/// A compaction that fails because the live data does not fit at `max_size` (a batch's keys
-/// take a frame each once compacted) gives the writers that waited for it their own `Full`:
-/// `needed` counts the refused record, so two refused writes 10 bytes apart need 10 bytes
-/// more (the compaction's own `Full` names where its journal ran out, the same for both).
+/// A compaction that fails because the live data does not fit at `max_size` gives the
+/// writers that waited for it their own `Full`: `needed` counts the refused record, so two
+/// refused writes 10 bytes apart need 10 bytes more (the compaction's own `Full` names where
+/// its journal ran out, the same for both). Compaction packs live keys into batch records of
+/// at most 64 KiB of operations (`journal/pack.rs`), so one user batch of nearly 1 MiB comes
+/// out as 16 records, 224 bytes larger: sized to leave less than that free, it cannot be
+/// compacted into the journal it fits.
 #[test]
 fn a_compaction_that_finds_no_room_gives_waiting_writers_their_own_full() {
+    const SIZE: usize = 1024 * 1024;
     let disk = MemBackend::new();
-    let store = open_at_max_size(&disk);
-    // 1,000 small puts in one record: about 7 KB here, about 19 KB as records of their own.
+    let store = KVStore::open_on(
+        Builder::new(std::path::Path::new("mem"))
+            .buffer_size(SIZE)
+            .max_size(SIZE),
+        &disk,
+    )
+    .unwrap();
+    // 101,163 puts of 10 bytes each (`k000000` = 1): one record of 12 + 4 + 1,011,630
+    // bytes after the new store's commit marker, ending 45 bytes before the writers' limit
+    // (the size less its removal reserve).
     let mut batch = crate::Batch::new();
-    for i in 0..1000 {
-        batch.insert(format!("k{i:03}"), Value::Integer(i % 100));
+    for i in 0..101_163 {
+        batch.insert(format!("k{i:06}"), Value::Integer(i % 100));
     }
     store.write_batch(batch).unwrap();
+    assert_eq!(store.stats().active_used as usize, SIZE - SIZE / 32 - 45);
     let events = store.subscribe();
     let mut refused = Vec::new();
     for (i, len) in [(0, 100), (1, 110)] {
@@ -306,5 +319,48 @@ fn a_compaction_that_finds_no_room_gives_waiting_writers_their_own_full() {
         "no compaction failed for lack of room"
     );
     assert_eq!(refused[1] - refused[0], 10, "{refused:?}");
-    assert_eq!(store.len(), 1000);
+    assert_eq!(store.len(), 101_163);
+}
+
+/// A batch of many small puts that fits a journal at its largest size compacts into the same
+/// size: compaction packs live keys into batch records. Written back one record per key (12
+/// bytes of frame each) it needed twice the room, every compaction failed with `Full`, and
+/// the store took no more writes but removals until those filled the reserve too.
+#[test]
+fn a_large_batch_of_small_puts_compacts_where_it_fits() {
+    const SIZE: usize = 64 * 1024;
+    let disk = MemBackend::new();
+    let store = KVStore::open_on(
+        Builder::new(std::path::Path::new("mem"))
+            .buffer_size(SIZE)
+            .max_size(SIZE),
+        &disk,
+    )
+    .unwrap();
+    let mut batch = crate::Batch::new();
+    for i in 0..7_000 {
+        batch.insert(format!("k{i:04}"), Value::Integer(1));
+    }
+    store.write_batch(batch).unwrap();
+    store.compact().unwrap();
+    for i in 0..2_000 {
+        store
+            .insert(format!("k{:04}", i % 50), Value::Integer(2))
+            .unwrap();
+    }
+    assert_eq!(store.len(), 7_000);
+    assert_eq!(store.get("k0049").unwrap(), Some(Value::Integer(2)));
+    assert_eq!(store.get("k6999").unwrap(), Some(Value::Integer(1)));
+    let reopened = {
+        drop(store);
+        KVStore::open_on(
+            Builder::new(std::path::Path::new("mem"))
+                .buffer_size(SIZE)
+                .max_size(SIZE),
+            &disk,
+        )
+        .unwrap()
+    };
+    assert_eq!(reopened.len(), 7_000);
+    assert_eq!(reopened.stats().data_loss_events, 0);
 }

@@ -10,6 +10,7 @@ pub(crate) mod format;
 #[cfg(test)]
 pub(crate) mod memory;
 pub(crate) mod mmap;
+pub(crate) mod pack;
 pub(crate) mod recovery;
 pub(crate) mod replay;
 pub(crate) mod storage;

@@ -10,7 +10,7 @@ use resilient_kv::{KVStore, Value};
 use crate::support::{Model, Write, apply_model, apply_store};
 use crate::{
     BUFFER, FRAME_SIZE, GENERATION_OFFSET, HEADER_CRC_OFFSET, HEADER_SIZE, HEADER_USED, MAGIC,
-    MAX_SIZE, NAMES, OP_COMMIT, OP_PUT, STATE_COMMITTED, STATE_OFFSET, VERSION_OFFSET,
+    MAX_SIZE, NAMES, OP_BATCH, OP_COMMIT, OP_PUT, STATE_COMMITTED, STATE_OFFSET, VERSION_OFFSET,
 };
 
 /// The fixture's write sequence.
@@ -70,7 +70,8 @@ fn random_write(rng: &mut Rng) -> Write {
 /// What a record of the newest journal holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// One live key of the compacted snapshot (the map after write `c`).
+    /// Live keys of the compacted snapshot (the map after write `c`): one put, or a batch of
+    /// them (compaction packs live keys into batch records).
     Snapshot,
     /// The commit marker after the snapshot.
     Marker,
@@ -159,6 +160,18 @@ pub(crate) fn header(bytes: &[u8]) -> Option<(u32, u32, u64)> {
 
 /// `(start, end, first body byte)` of each record of `generation` in a pristine journal, and
 /// the end of the last one. Past it lie zeros or leftovers of older generations.
+/// The operation count at the start of a batch body's rest (LEB128).
+fn batch_count(rest: &[u8]) -> usize {
+    let mut count = 0;
+    for (i, &byte) in rest.iter().enumerate() {
+        count |= usize::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return count;
+        }
+    }
+    panic!("fixture: a batch without a count")
+}
+
 pub(crate) fn walk(bytes: &[u8], generation: u64) -> (Vec<(usize, usize, u8)>, usize) {
     let seed = crc32c::crc32c(&generation.to_le_bytes());
     let mut out = Vec::new();
@@ -262,6 +275,7 @@ fn build_fixture() -> Fixture {
     let (raw, data_end) = walk(&files[active], generation);
     let mut records = Vec::new();
     let mut marker = None;
+    let mut snapshot_keys = 0;
     for (i, &(start, end, op)) in raw.iter().enumerate() {
         let kind = match marker {
             None if op == OP_COMMIT => {
@@ -269,7 +283,11 @@ fn build_fixture() -> Fixture {
                 Kind::Marker
             }
             None => {
-                assert_eq!(op, OP_PUT, "fixture: the snapshot holds puts only");
+                snapshot_keys += match op {
+                    OP_PUT => 1,
+                    OP_BATCH => batch_count(&files[active][start + FRAME_SIZE + 1..end]),
+                    _ => panic!("fixture: the snapshot holds puts and batches of them only"),
+                };
                 Kind::Snapshot
             }
             Some(m) => Kind::Tail(c + i - m - 1),
@@ -278,9 +296,9 @@ fn build_fixture() -> Fixture {
     }
     let marker = marker.expect("fixture: the newest journal has its commit marker");
     assert_eq!(
-        marker,
+        snapshot_keys,
         models[c].len(),
-        "fixture: one snapshot record per live key"
+        "fixture: the snapshot holds every live key"
     );
     assert_eq!(
         raw.len() - marker - 1,

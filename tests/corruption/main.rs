@@ -97,6 +97,7 @@ const HEADER_CRC_OFFSET: usize = 24;
 const MAGIC: &[u8; 8] = b"RKVJRNL\x01";
 const STATE_COMMITTED: u32 = 0x434f_4d54;
 const OP_PUT: u8 = 1;
+const OP_BATCH: u8 = 3;
 const OP_COMMIT: u8 = 4;
 const NAMES: [&str; 2] = ["store.jrna", "store.jrnb"];
 
