@@ -47,6 +47,7 @@ mod bignum;
 mod decode;
 mod encode;
 mod error;
+mod extent;
 mod keys;
 
 pub use bignum::BigNumber;
@@ -54,6 +55,7 @@ pub use decode::{decode, decode_prefix, decode_with};
 pub(crate) use encode::encode_stored_into;
 pub use encode::{encode, encode_into, encode_to_slice, encode_with, encoded_len};
 pub use error::{DecodeError, EncodeError, ErrorKind};
+pub(crate) use extent::value_extent;
 
 #[cfg(doc)]
 use crate::Value;

@@ -298,7 +298,11 @@ fn crash_at_every_op_of_a_growth() {
         .iter()
         .filter(|op| matches!(op, DiskOp::Grow { .. }))
         .count();
-    assert!(grows >= 2, "both journals grow");
+    assert!(
+        grows >= 2,
+        "both journals grow: {grows} grows in {} ops, {next} keys",
+        s.step.len()
+    );
     crash_at_every_op("a growth to max_size", &s);
 }
 

@@ -402,10 +402,17 @@ fn parse<'a>(
                 let (key, after) = key_and_rest(after)?;
                 match code {
                     OP_PUT => {
-                        // Decoded here only to find where the value ends (and that it is
-                        // well formed); a surviving value is decoded again at the end.
-                        let options = for_value(decode, after.len());
-                        let (_, used) = bonjson::decode_prefix(after, &options).ok()?;
+                        // Only where the value ends is needed here: a surviving value is
+                        // decoded in full at the end, as a single put's is. Its structure is
+                        // walked without building it; what the walk does not cover is decoded.
+                        let max_depth = bonjson::bound(decode.limits.max_depth);
+                        let used = match bonjson::value_extent(after, max_depth) {
+                            Some(used) => used,
+                            None => {
+                                let options = for_value(decode, after.len());
+                                bonjson::decode_prefix(after, &options).ok()?.1
+                            }
+                        };
                         out.push(put(key, Some(after.get(..used)?)));
                         rest = after.get(used..)?;
                     }
