@@ -292,10 +292,12 @@ fn compact_into(
         Ok(used) => generation = used,
         Err(e) => return Err(fail(e, target)),
     }
-    // Where the live data ends before the records appended meanwhile are copied over (those
-    // may be mostly overwrites): what a writer waiting for room can count on once they too
-    // are compacted.
-    let snapshot_end = journal.end();
+    // Where the live data and the commit marker end before the records appended meanwhile are
+    // copied over (those may be mostly overwrites): what a writer waiting for room can count
+    // on once they too are compacted. (Without the marker, a record that fits after the
+    // snapshot but not after the marker made its writer wait through compaction after
+    // compaction.)
+    let snapshot_end = journal.end() + Journal::record_size(format::encode_commit(0).len());
     // Bring the rest of the new journal into memory now: the catch-up below (part of it under
     // the writer lock) and, after the swap, the writers store into those pages, and a first
     // store to a never-written page makes the kernel allocate and zero it inside the fault.

@@ -19,7 +19,13 @@ fn truncated_files() {
     let fx = runner.fx;
     let (active, retired) = (fx.active, 1 - fx.active);
     let marker = fx.records.iter().find(|r| r.kind == Kind::Marker).unwrap();
-    let snapshot_middle = fx.records[fx.records.len() / 4].start + 5;
+    // The snapshot's keys are packed into batch records: the middle of the first one.
+    let snapshot = fx
+        .records
+        .iter()
+        .find(|r| r.kind == Kind::Snapshot)
+        .unwrap();
+    let snapshot_middle = (snapshot.start + snapshot.end) / 2;
     let sizes_active = [
         0,
         1,

@@ -3,7 +3,11 @@
 //! A journal holds many overwrites of the same keys, so replay first resolves the last
 //! operation for every key while pointing into the file's bytes (no allocation per record),
 //! and decodes only the values that survive. A record whose checksum holds but whose body is
-//! malformed (a bug or a forged file) ends the replay at that record, as damage does.
+//! malformed (a bug or a forged file) ends the replay at that record, as damage does. A
+//! value's contents (its strings' UTF-8, its floats, its keys) are checked only if it
+//! survives, whether it sits alone in a put or inside a batch (whose values are only walked
+//! to find where each ends): a malformed value that a later write replaced goes unnoticed,
+//! as nothing would read it.
 
 use std::hash::BuildHasher;
 
@@ -405,7 +409,7 @@ fn parse<'a>(
                         // Only where the value ends is needed here: a surviving value is
                         // decoded in full at the end, as a single put's is. Its structure is
                         // walked without building it; what the walk does not cover is decoded.
-                        let max_depth = bonjson::bound(decode.limits.max_depth);
+                        let max_depth = decode.limits.depth();
                         let used = match bonjson::value_extent(after, max_depth) {
                             Some(used) => used,
                             None => {
