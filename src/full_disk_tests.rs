@@ -22,10 +22,15 @@ fn open(disk: &MemBackend) -> KVStore {
 
 /// A store whose journals may never grow past the size they start at.
 fn open_at_max_size(disk: &MemBackend) -> KVStore {
+    open_sized(disk, JOURNAL)
+}
+
+/// A store whose journals are `size` bytes and may never grow.
+fn open_sized(disk: &MemBackend, size: usize) -> KVStore {
     KVStore::open_on(
         Builder::new(std::path::Path::new("mem"))
-            .buffer_size(JOURNAL)
-            .max_size(JOURNAL),
+            .buffer_size(size)
+            .max_size(size),
         disk,
     )
     .unwrap()
@@ -278,13 +283,7 @@ fn a_failed_compaction_forgets_the_room_a_writer_claimed() {
 fn a_compaction_that_finds_no_room_gives_waiting_writers_their_own_full() {
     const SIZE: usize = 1024 * 1024;
     let disk = MemBackend::new();
-    let store = KVStore::open_on(
-        Builder::new(std::path::Path::new("mem"))
-            .buffer_size(SIZE)
-            .max_size(SIZE),
-        &disk,
-    )
-    .unwrap();
+    let store = open_sized(&disk, SIZE);
     // 101,163 puts of 10 bytes each (`k000000` = 1): one record of 12 + 4 + 1,011,630
     // bytes after the new store's commit marker, ending 45 bytes before the writers' limit
     // (the size less its removal reserve).
@@ -330,13 +329,7 @@ fn a_compaction_that_finds_no_room_gives_waiting_writers_their_own_full() {
 fn a_large_batch_of_small_puts_compacts_where_it_fits() {
     const SIZE: usize = 64 * 1024;
     let disk = MemBackend::new();
-    let store = KVStore::open_on(
-        Builder::new(std::path::Path::new("mem"))
-            .buffer_size(SIZE)
-            .max_size(SIZE),
-        &disk,
-    )
-    .unwrap();
+    let store = open_sized(&disk, SIZE);
     let mut batch = crate::Batch::new();
     for i in 0..7_000 {
         batch.insert(format!("k{i:04}"), Value::Integer(1));
@@ -351,16 +344,8 @@ fn a_large_batch_of_small_puts_compacts_where_it_fits() {
     assert_eq!(store.len(), 7_000);
     assert_eq!(store.get("k0049").unwrap(), Some(Value::Integer(2)));
     assert_eq!(store.get("k6999").unwrap(), Some(Value::Integer(1)));
-    let reopened = {
-        drop(store);
-        KVStore::open_on(
-            Builder::new(std::path::Path::new("mem"))
-                .buffer_size(SIZE)
-                .max_size(SIZE),
-            &disk,
-        )
-        .unwrap()
-    };
+    drop(store);
+    let reopened = open_sized(&disk, SIZE);
     assert_eq!(reopened.len(), 7_000);
     assert_eq!(reopened.stats().data_loss_events, 0);
 }

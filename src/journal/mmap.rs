@@ -195,6 +195,15 @@ fn out_of_bounds() -> io::Error {
 }
 
 impl MmapStorage {
+    /// Populates the `len` bytes at `offset` as `advice` says (a hint: errors are ignored).
+    /// Only the file's own length is touched.
+    #[cfg(target_os = "linux")]
+    fn populate(&self, advice: memmap2::Advice, offset: usize, len: usize) {
+        if self.check(offset, len).is_ok() && len > 0 {
+            let _ = self.map.advise_range(advice, offset, len);
+        }
+    }
+
     fn check(&self, offset: usize, len: usize) -> io::Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(()),
@@ -279,13 +288,9 @@ impl Storage for MmapStorage {
     fn prefault(&self, offset: usize, len: usize) {
         // Read-populating maps the file's pages (allocating and zeroing the page cache of
         // space that was never written) without dirtying them; the writer's first store to a
-        // page is then only a write-protect fault. Only the file's own length is touched.
+        // page is then only a write-protect fault.
         #[cfg(target_os = "linux")]
-        if self.check(offset, len).is_ok() && len > 0 {
-            let _ = self
-                .map
-                .advise_range(memmap2::Advice::PopulateRead, offset, len);
-        }
+        self.populate(memmap2::Advice::PopulateRead, offset, len);
         #[cfg(not(target_os = "linux"))]
         let _ = (offset, len);
     }
@@ -295,11 +300,7 @@ impl Storage for MmapStorage {
         // `page_mkwrite`: reserve the block, journal the change, mark the page dirty) here
         // instead of in the writer, and leaves the pages mapped writable.
         #[cfg(target_os = "linux")]
-        if self.check(offset, len).is_ok() && len > 0 {
-            let _ = self
-                .map
-                .advise_range(memmap2::Advice::PopulateWrite, offset, len);
-        }
+        self.populate(memmap2::Advice::PopulateWrite, offset, len);
         #[cfg(not(target_os = "linux"))]
         let _ = (offset, len);
     }
