@@ -141,8 +141,11 @@ fn sync_racing_a_swap() {
 fn shutdown_during_compaction() {
     check("shutdown_during_compaction", || {
         let disk = MemDisk::new();
-        // A tiny mark: the first write triggers a background compaction.
-        let store = disk.open(builder().high_water_mark(0.01)).unwrap();
+        // The lowest mark, inside the header: the first write triggers a background
+        // compaction.
+        let store = disk
+            .open(builder().high_water_mark(resilient_kv::MIN_HIGH_WATER_MARK))
+            .unwrap();
         for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
             store.insert(key.into(), Value::Integer(i as i64)).unwrap();
         }

@@ -199,6 +199,11 @@ pub mod channel {
             self.0.state().queue.pop_front().ok_or(Disconnected)
         }
 
+        /// Whether nothing is queued now.
+        pub fn is_empty(&self) -> bool {
+            self.0.state().queue.is_empty()
+        }
+
         /// Every value queued now.
         pub fn try_iter(&self) -> impl Iterator<Item = T> + '_ {
             std::iter::from_fn(move || self.try_recv().ok())
