@@ -85,7 +85,8 @@ fn run(shared: &Shared, commands: &Receiver<Command>) {
         while let Ok(more) = commands.try_recv() {
             match more {
                 Command::Compact { reply } => replies.push(reply),
-                // The compaction about to run maps its new journal for the writers itself.
+                // Dropped: the journal it names is about to be retired, and the first write to
+                // the new one asks again.
                 Command::Prefault(_) => {}
                 Command::Shutdown => stop = true,
             }
@@ -540,9 +541,10 @@ fn naming(e: Error, journal: &Journal) -> Error {
 
 /// Where the next automatic compaction starts in a journal whose live data ends at `live_end`:
 /// at the high-water mark, or halfway between the live data and the end if that is later and
-/// the live data is above half the mark (the journal is at its largest size). At `early` level `n` (see [`EarlyStart`]) it starts after only
-/// 1/2^n of that distance instead: with more room left for the writers while it runs, and less
-/// to scan, instead of the journal growing beyond its configured size.
+/// the live data is above half the mark (the journal is at its largest size). At `early` level
+/// `n` (see [`EarlyStart`]) it starts after only 1/2^n of that distance instead: with more room
+/// left for the writers while it runs, and less to scan, instead of the journal growing beyond
+/// its configured size.
 fn next_trigger(live_end: usize, hwm: usize, capacity: usize, early: u8) -> usize {
     let halfway = live_end + capacity.saturating_sub(live_end) / 2;
     // Live data above half the mark means the journal could not grow (compaction grows it

@@ -70,7 +70,9 @@ pub(crate) struct Writer {
     /// room it needs).
     pub(crate) compactions_started: u64,
     pub(crate) last_swapped: u64,
-    /// Where the active journal ended right after the last swap: the room that swap made.
+    /// Where the last swap's journal ends with only the live data and the commit marker (the
+    /// records its compaction copied over from while it ran, mostly overwrites, left out): the
+    /// room a waiting writer can count on once those are compacted too.
     pub(crate) end_at_swap: usize,
     /// How far ahead of the writers the compactor was asked to map the journal writable.
     pub(crate) prefault: PrefaultAhead,
@@ -398,9 +400,10 @@ impl Shared {
             let mut compacted_since = waiting_since.is_some_and(|since| w.last_swapped > since);
             if compacted_since && !failed_since && w.end_at_swap + size <= limit {
                 // That swap made room for this write, but other writers took it before this
-                // one got the lock back: it decides nothing. Wait for the next compaction as
-                // a new wait (with 6 writers at the largest size, about 1 write in 40 got
-                // `Full` this way while the journal was mostly garbage).
+                // one got the lock back, or the compaction copied over what they appended
+                // while it ran: it decides nothing. Wait for the next compaction as a new wait
+                // (with 6 writers at the largest size, about 1 write in 40 got `Full` this way
+                // while the journal was mostly garbage).
                 waiting_since = None;
                 compacted_since = false;
             }
