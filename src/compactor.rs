@@ -631,21 +631,9 @@ fn grow(shared: &Shared, journal: &mut Journal, new_size: usize) -> Result<()> {
 
 /// Writes every live key of `map`, packed into batch records (compaction from memory).
 fn write_entries(shared: &Shared, journal: &Journal, map: &Map) -> std::result::Result<(), Stop> {
-    let mut op = Vec::with_capacity(256);
-    let mut packer = Packer::default();
-    let mut written_back = journal.end();
-    for (i, (key, value)) in map.iter().enumerate() {
-        between_batches(shared, journal, i, &mut written_back)?;
-        op.clear();
-        format::encode_put_stored(key, value, &shared.limits, &mut op).map_err(Stop::Failed)?;
-        if let Some(body) = packer.push(&op) {
-            append_live(journal, body)?;
-        }
-    }
-    match packer.finish_last() {
-        Some(body) => append_live(journal, body),
-        None => Ok(()),
-    }
+    write_packed(shared, journal, map.iter(), |(key, value), op| {
+        format::encode_put_stored(key, value, &shared.limits, op).map_err(Stop::Failed)
+    })
 }
 
 /// Writes the live keys found in the previous generation's records, packed into batch
@@ -655,13 +643,27 @@ fn write_records(
     journal: &Journal,
     records: &[LiveRecord<'_>],
 ) -> std::result::Result<(), Stop> {
+    write_packed(shared, journal, records.iter(), |record, op| {
+        format::encode_put_raw(record.key(), record.value(), op);
+        Ok(())
+    })
+}
+
+/// Appends one put per item (`encode` writes its body), packed into batch records, checking
+/// between batches for a shutdown and starting the write-back of what is done.
+fn write_packed<I: Iterator>(
+    shared: &Shared,
+    journal: &Journal,
+    items: I,
+    mut encode: impl FnMut(I::Item, &mut Vec<u8>) -> std::result::Result<(), Stop>,
+) -> std::result::Result<(), Stop> {
     let mut op = Vec::with_capacity(256);
     let mut packer = Packer::default();
     let mut written_back = journal.end();
-    for (i, record) in records.iter().enumerate() {
+    for (i, item) in items.enumerate() {
         between_batches(shared, journal, i, &mut written_back)?;
         op.clear();
-        format::encode_put_raw(record.key(), record.value(), &mut op);
+        encode(item, &mut op)?;
         if let Some(body) = packer.push(&op) {
             append_live(journal, body)?;
         }
