@@ -227,7 +227,7 @@ fn compact_into(
     started: Instant,
     number: u64,
 ) -> std::result::Result<Result<()>, (Error, Arc<Journal>)> {
-    let (mut start, active, room_needed, mut generation) = {
+    let (mut start, active, room_needed, mut generation, live_keys) = {
         let mut w = shared.writer.lock();
         // A generation is never used twice: a failed attempt may have left records of its
         // generation in the file, and a later attempt reusing the number would replay them.
@@ -240,6 +240,7 @@ fn compact_into(
             Arc::clone(&w.active),
             w.room_needed,
             generation,
+            shared.published.load().map.len(),
         )
     };
     shared.emit(Event::CompactionStarted { generation });
@@ -256,7 +257,8 @@ fn compact_into(
     // records. No version of the published map is held meanwhile, so writers keep updating it
     // in place (holding one made every write copy tree nodes, and freeing the values it kept
     // alive, all at once when the compaction ended, stalled the writer in the allocator).
-    let from_records = active.with_live_records(start, &DecodeOptions::default(), |records| {
+    let decode = DecodeOptions::default();
+    let from_records = active.with_live_records(start, &decode, live_keys, |records| {
         records.map(|records| {
             let end = HEADER_SIZE
                 + pack::packed_size(

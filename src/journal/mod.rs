@@ -173,19 +173,21 @@ impl Journal {
 
     /// Calls `f` with the live keys of the records in `[HEADER_SIZE, end)` (which must be
     /// below the published end: records there never change), as
-    /// [`replay::live_records`] finds them; `None` if they do not read back as an unbroken run
-    /// of this generation's records.
+    /// [`replay::live_records`] finds them (`expected_keys` is its table's size hint); `None`
+    /// if they do not read back as an unbroken run of this generation's records.
     pub(crate) fn with_live_records<R>(
         &self,
         end: usize,
         decode: &DecodeOptions,
+        expected_keys: usize,
         f: impl FnOnce(Option<Vec<replay::LiveRecord<'_>>>) -> R,
     ) -> io::Result<R> {
         let mut f = Some(f);
         let mut result = None;
         self.storage.view(0, end, &mut |bytes| {
             if let Some(f) = f.take() {
-                result = Some(f(replay::live_records(bytes, self.generation, decode)));
+                let records = replay::live_records(bytes, self.generation, decode, expected_keys);
+                result = Some(f(records));
             }
         })?;
         result.ok_or_else(|| io::Error::other("the journal's records could not be viewed"))

@@ -158,7 +158,7 @@ fn whole_attempt(
     decode: &DecodeOptions,
     keys: Keys<'_>,
 ) -> Result<Replayed, usize> {
-    let scanned = scan(bytes, HEADER_SIZE, limit, generation, decode, keys)?;
+    let scanned = scan(bytes, HEADER_SIZE, limit, generation, decode, keys, 0)?;
     let entries = decode_live(scanned.live.into_entries(), decode)?;
     Ok(Replayed {
         entries,
@@ -252,8 +252,8 @@ impl<'a> Part<'a> {
 
 /// Reads the records of `generation` starting at `from` (a record start), while they start
 /// below `limit`, and resolves each key's last operation. A scan from the first record drops
-/// deleted keys; one from further on keeps deletions as such. `Err` holds the start of the
-/// first malformed record.
+/// deleted keys; one from further on keeps deletions as such. `expected_keys` sizes the table
+/// (a hint). `Err` holds the start of the first malformed record.
 fn scan<'a>(
     bytes: &'a [u8],
     from: usize,
@@ -261,11 +261,12 @@ fn scan<'a>(
     generation: u64,
     decode: &DecodeOptions,
     keys: Keys<'_>,
+    expected_keys: usize,
 ) -> Result<Scanned<'a>, usize> {
     // Keys arrive hashed (by a randomly seeded fast hasher: these tables only live during
     // open or one compaction, and SipHash was a fifth of the replay's instructions).
     let mut part = Part {
-        live: KeyTable::new(),
+        live: KeyTable::with_capacity(expected_keys),
         ahead: Vec::with_capacity(2 * READ_AHEAD),
         keep_deletions: from > HEADER_SIZE,
         cleared: false,
@@ -314,6 +315,7 @@ fn scan<'a>(
 }
 
 /// One live key of a journal as compaction copies it: raw key and encoded value bytes.
+#[derive(Clone, Copy)]
 pub(crate) struct LiveRecord<'a> {
     key: Key<'a>,
     value: &'a [u8],
@@ -337,32 +339,51 @@ impl LiveRecord<'_> {
 /// writes into the next generation: the journal's records are the map, so a compaction can copy
 /// them without touching the published map (and without keeping any version of it alive while
 /// writers go on). `None` if the records do not run exactly to the end or one is malformed:
-/// the caller then compacts from the map instead.
+/// the caller then compacts from the map instead. `expected_keys` (a hint) sizes the table
+/// that resolves the keys, so that it need not grow as it fills.
 pub(crate) fn live_records<'a>(
     bytes: &'a [u8],
     generation: u64,
     decode: &DecodeOptions,
+    expected_keys: usize,
 ) -> Option<Vec<LiveRecord<'a>>> {
     let hasher = foldhash::fast::RandomState::default();
     let keys = Keys { hasher: &hasher };
-    let scanned = scan(bytes, HEADER_SIZE, bytes.len(), generation, decode, keys).ok()?;
+    // A record takes at least a frame: no journal holds more keys than that allows.
+    let expected_keys = expected_keys.min(bytes.len() / FRAME_SIZE);
+    let scanned = scan(
+        bytes,
+        HEADER_SIZE,
+        bytes.len(),
+        generation,
+        decode,
+        keys,
+        expected_keys,
+    )
+    .ok()?;
     if scanned.end != bytes.len() {
         return None;
     }
-    let mut records: Vec<LiveRecord<'a>> = scanned
-        .live
-        .into_entries()
-        .filter_map(|(key, pending)| {
-            Some(LiveRecord {
-                key: key.key,
-                value: pending.value?,
-                offset: pending.offset,
-            })
+    let entries = scanned.live.into_entries();
+    let mut records = Vec::with_capacity(entries.size_hint().0);
+    records.extend(entries.filter_map(|(key, pending)| {
+        Some(LiveRecord {
+            key: key.key,
+            value: pending.value?,
+            offset: pending.offset,
         })
+    }));
+    // Record order: the copy then reads the old journal front to back. Sorting (offset,
+    // index) pairs moves a third of the bytes sorting the records would.
+    let mut order: Vec<(usize, usize)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.offset, i))
         .collect();
-    // Record order: the copy then reads the old journal front to back.
-    records.sort_unstable_by_key(|r| r.offset);
-    Some(records)
+    order.sort_unstable_by_key(|&(offset, _)| offset);
+    let mut sorted = Vec::with_capacity(records.len());
+    sorted.extend(order.iter().filter_map(|&(_, i)| records.get(i).copied()));
+    Some(sorted)
 }
 
 /// Parses one record body into `out` (nothing for a commit marker); `None` if it is

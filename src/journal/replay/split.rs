@@ -67,8 +67,8 @@ pub(super) fn split_attempt(
     keys: Keys<'_>,
 ) -> Result<Replayed, usize> {
     let (first, second) = on_two_threads(
-        || scan(bytes, HEADER_SIZE, sync, generation, decode, keys),
-        || scan(bytes, sync, limit, generation, decode, keys),
+        || scan(bytes, HEADER_SIZE, sync, generation, decode, keys, 0),
+        || scan(bytes, sync, limit, generation, decode, keys, 0),
     );
     let first = first?;
     if first.end < sync {

@@ -32,8 +32,20 @@ pub(super) struct KeyTable<'a> {
 
 impl<'a> KeyTable<'a> {
     pub(super) fn new() -> Self {
+        KeyTable::with_capacity(0)
+    }
+
+    /// A table that holds `keys` keys without growing (a hint: it grows past them as needed).
+    pub(super) fn with_capacity(keys: usize) -> Self {
+        let slots = keys
+            .saturating_mul(8)
+            .div_ceil(7)
+            .saturating_add(1)
+            .checked_next_power_of_two()
+            .unwrap_or(INITIAL_SLOTS)
+            .max(INITIAL_SLOTS);
         KeyTable {
-            slots: vec![vacant(); INITIAL_SLOTS],
+            slots: vec![vacant(); slots],
             len: 0,
         }
     }
@@ -172,10 +184,16 @@ impl<'a> KeyTable<'a> {
     fn grow(&mut self) {
         let doubled = vec![vacant(); self.slots.len() * 2];
         let old = std::mem::replace(&mut self.slots, doubled);
-        self.len = 0;
-        for (key, pending) in old {
-            if key.hash != EMPTY {
-                self.insert(key, pending);
+        let mask = self.mask();
+        // The keys are distinct and their hashes already stored: each goes into the first
+        // empty slot of its probe run, with no comparison.
+        for slot in old.into_iter().filter(|slot| slot.0.hash != EMPTY) {
+            let mut i = index(slot.0.hash, mask);
+            while self.slots.get(i).is_some_and(|s| s.0.hash != EMPTY) {
+                i = (i + 1) & mask;
+            }
+            if let Some(empty) = self.slots.get_mut(i) {
+                *empty = slot;
             }
         }
     }

@@ -321,7 +321,7 @@ fn live_records_are_what_replay_finds() {
         let records = 50 + rng.index(400);
         let bytes = journal(&mut rng, records);
         let (replayed, end, ..) = sequential(&bytes);
-        let records = live_records(&bytes[..end], GENERATION, &decode).expect("intact");
+        let records = live_records(&bytes[..end], GENERATION, &decode, 0).expect("intact");
         assert!(records.windows(2).all(|w| w[0].offset <= w[1].offset));
         let mut copied = Vec::new();
         for record in &records {
@@ -338,8 +338,8 @@ fn live_records_are_what_replay_finds() {
         }
         copied.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(copied, replayed, "case {case}");
-        assert!(live_records(&bytes[..end - 1], GENERATION, &decode).is_none());
-        assert!(live_records(&bytes[..end + 8], GENERATION, &decode).is_none());
+        assert!(live_records(&bytes[..end - 1], GENERATION, &decode, 0).is_none());
+        assert!(live_records(&bytes[..end + 8], GENERATION, &decode, 1 << 20).is_none());
     }
 }
 
@@ -550,7 +550,7 @@ fn deleted_keys_leave_the_first_parts_table() {
     let keys = foldhash::fast::RandomState::default();
     let keys = Keys { hasher: &keys };
     let decode = DecodeOptions::default();
-    let first = scan(&bytes, HEADER_SIZE, end, GENERATION, &decode, keys).unwrap();
+    let first = scan(&bytes, HEADER_SIZE, end, GENERATION, &decode, keys, 0).unwrap();
     assert_eq!((first.live.len(), first.end), (0, end));
     let second_part = HEADER_SIZE + (end - HEADER_SIZE) / 2;
     let start = (HEADER_SIZE..=second_part)
@@ -562,7 +562,7 @@ fn deleted_keys_leave_the_first_parts_table() {
             )
         })
         .unwrap();
-    let later = scan(&bytes, start, end, GENERATION, &decode, keys).unwrap();
+    let later = scan(&bytes, start, end, GENERATION, &decode, keys, 4).unwrap();
     assert!(later.live.len() > 0);
     assert!(
         later
