@@ -213,7 +213,13 @@ impl<'a> Decoder<'a> {
             return self.fail_at(ErrorKind::MaxStringLengthExceeded, start);
         }
         if self.options.unicode_normalization == Normalization::Nfc && !is_nfc(text) {
-            return Ok(to_nfc(text));
+            // Normalizing can lengthen a string (up to three times): the limit holds for what
+            // the caller gets, so that it can encode it again under the same limits.
+            let normalized = to_nfc(text);
+            if normalized.len() > bound(self.options.limits.max_string_length) {
+                return self.fail_at(ErrorKind::MaxStringLengthExceeded, start);
+            }
+            return Ok(normalized);
         }
         Ok(text.to_owned())
     }
@@ -410,7 +416,9 @@ impl<'a> Decoder<'a> {
         Ok(number)
     }
 
-    /// An unsigned LEB128 of at most 64 bits; longer ones are out of range.
+    /// An unsigned LEB128 of at most 64 bits; longer ones are out of range. Only the shortest
+    /// form is accepted (the specification's grammar gives every value one spelling): a last
+    /// byte of zero after others is `InvalidData`.
     fn leb128(&mut self) -> Result<u64> {
         let start = self.pos;
         let mut value = 0_u64;
@@ -422,6 +430,9 @@ impl<'a> Decoder<'a> {
             }
             value |= bits << shift;
             if byte & 0x80 == 0 {
+                if byte == 0 && shift > 0 {
+                    return self.fail_at(ErrorKind::InvalidData, start);
+                }
                 return Ok(value);
             }
         }
@@ -456,6 +467,54 @@ mod tests {
 
     fn kind(bytes: &[u8]) -> ErrorKind {
         decode(bytes).unwrap_err().kind
+    }
+
+    /// The string length limit holds after NFC normalization, which can lengthen a string:
+    /// U+0958 (3 bytes) is a composition exclusion and becomes U+0915 U+093C (6 bytes).
+    #[test]
+    fn the_string_limit_holds_after_normalization() {
+        let text = "\u{0958}".repeat(6);
+        let mut doc = vec![code::SHORT_STRING + 18];
+        doc.extend_from_slice(text.as_bytes());
+        let mut options = DecodeOptions::default();
+        options.limits.max_string_length = 18;
+        assert_eq!(
+            decode_with(&doc, &options).ok(),
+            Some(Value::from(text.as_str()))
+        );
+        options.unicode_normalization = Normalization::Nfc;
+        assert_eq!(
+            decode_with(&doc, &options).map_err(|e| e.kind),
+            Err(ErrorKind::MaxStringLengthExceeded)
+        );
+        options.limits.max_string_length = 36;
+        let normalized = decode_with(&doc, &options).ok();
+        assert_eq!(
+            normalized,
+            Some(Value::from("\u{0915}\u{093c}".repeat(6).as_str()))
+        );
+    }
+
+    /// A LEB128 has one spelling, its shortest (the specification's grammar): a padded one
+    /// (a last byte of zero after a continuation) is refused wherever it appears, and by
+    /// `value_extent` too, so replay's walk of a batch never accepts what decoding refuses.
+    #[test]
+    fn padded_leb128_is_refused() {
+        // Exponent 0 in two bytes, then signed length 1 in two bytes; a typed array's count.
+        for padded in [
+            &[code::BIG_NUMBER, 0x80, 0x00, 0x02, 0x05][..],
+            &[code::BIG_NUMBER, 0x00, 0x82, 0x00, 0x05],
+            &[0xfe, 0x80, 0x00],
+        ] {
+            assert_eq!(kind(padded), ErrorKind::InvalidData, "{padded:02x?}");
+            assert_eq!(super::super::value_extent(padded, 64), None);
+        }
+        // The shortest forms decode, also when they take two bytes (exponent 128 is 0x80 0x02).
+        assert!(decode(&[code::BIG_NUMBER, 0x00, 0x02, 0x05]).is_ok());
+        assert_eq!(decode(&[0xfe, 0x00]).ok(), Some(Value::Array(Vec::new())));
+        let big = [code::BIG_NUMBER, 0x80, 0x02, 0x02, 0x01];
+        assert!(decode(&big).is_ok());
+        assert_eq!(super::super::value_extent(&big, 64), Some(big.len()));
     }
 
     /// Empty record definitions count against the node limit: a document of them once made

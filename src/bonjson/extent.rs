@@ -103,6 +103,8 @@ fn scalar_end(bytes: &[u8], pos: usize) -> Option<usize> {
     (end <= bytes.len()).then_some(end)
 }
 
+/// A LEB128 in its shortest form, as the decoder accepts it (`None` for anything else: the
+/// caller then asks the decoder, which names the error).
 fn leb128(bytes: &[u8], at: &mut usize) -> Option<u64> {
     let mut value = 0_u64;
     for shift in (0..64).step_by(7) {
@@ -110,7 +112,7 @@ fn leb128(bytes: &[u8], at: &mut usize) -> Option<u64> {
         *at += 1;
         value |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
-            return Some(value);
+            return (byte != 0 || shift == 0).then_some(value);
         }
     }
     None

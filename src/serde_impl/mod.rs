@@ -247,7 +247,12 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::Float(v))
+        // A `Value` holds finite floats only, as `to_value` requires.
+        if v.is_finite() {
+            Ok(Value::Float(v))
+        } else {
+            Err(E::custom(ValueError::NonFiniteFloat))
+        }
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
@@ -309,13 +314,18 @@ impl<'de> Visitor<'de> for ValueVisitor {
             if map.is_empty() && key == BIG_NUMBER_TOKEN {
                 let value: Value = access.next_value()?;
                 next = access.next_key::<String>()?;
-                if next.is_none()
+                let ended = next.is_none();
+                if ended
                     && let Value::String(text) = &value
                     && let Some(number) = BigNumber::parse(text)
                 {
                     return Ok(Value::BigNumber(number));
                 }
                 map.insert(key, value);
+                if ended {
+                    // The map said it has no more keys: asking again is not allowed.
+                    break;
+                }
                 continue;
             }
             match map.entry(key) {
@@ -364,6 +374,84 @@ mod tests {
             .into_iter()
             .collect();
         assert_eq!(from_value::<Value>(not_a_number.clone()), Ok(not_a_number));
+    }
+
+    /// A map access that fails if asked for a key after it said it had no more (as a format
+    /// reading a map inside a larger document might: its next bytes are no longer the map's).
+    struct OneMember {
+        member: Option<(&'static str, i64)>,
+        value: Option<i64>,
+        ended: bool,
+    }
+
+    impl<'de> serde::de::MapAccess<'de> for OneMember {
+        type Error = serde::de::value::Error;
+
+        fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Self::Error> {
+            use serde::de::{Error, IntoDeserializer};
+            if self.ended {
+                return Err(Error::custom("a key was asked for after the map ended"));
+            }
+            match self.member.take() {
+                Some((key, value)) => {
+                    self.value = Some(value);
+                    seed.deserialize(key.into_deserializer()).map(Some)
+                }
+                None => {
+                    self.ended = true;
+                    Ok(None)
+                }
+            }
+        }
+
+        fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, Self::Error> {
+            use serde::de::{Error, IntoDeserializer};
+            let value = self.value.take().ok_or_else(|| Error::custom("no value"))?;
+            seed.deserialize(value.into_deserializer())
+        }
+    }
+
+    /// The marker key alone, with a value that is not a big number, ends the map: the visitor
+    /// does not ask for another key (it did, once the map had said it was over).
+    #[test]
+    fn a_lone_marker_key_with_another_value_stops_at_the_maps_end() {
+        let access = OneMember {
+            member: Some(("$resilient_kv::BigNumber", 5)),
+            value: None,
+            ended: false,
+        };
+        let value = Value::deserialize(serde::de::value::MapAccessDeserializer::new(access));
+        let expected: Value = [("$resilient_kv::BigNumber", Value::Integer(5))]
+            .into_iter()
+            .collect();
+        assert_eq!(value.ok(), Some(expected));
+    }
+
+    /// A `Value` holds finite floats only, from whichever side it is made.
+    #[test]
+    fn deserializing_a_non_finite_float_into_a_value_is_an_error() {
+        use serde::de::IntoDeserializer;
+        for float in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let deserializer: serde::de::value::F64Deserializer<serde::de::value::Error> =
+                float.into_deserializer();
+            let error = Value::deserialize(deserializer).map(|_| ()).unwrap_err();
+            assert!(error.to_string().contains("finite"), "{error}");
+        }
+        let deserializer: serde::de::value::F32Deserializer<serde::de::value::Error> =
+            f32::NAN.into_deserializer();
+        assert!(Value::deserialize(deserializer).is_err());
+        let deserializer: serde::de::value::F64Deserializer<serde::de::value::Error> =
+            1.5_f64.into_deserializer();
+        assert_eq!(
+            Value::deserialize(deserializer).ok(),
+            Some(Value::Float(1.5))
+        );
     }
 
     /// A length hint is not trusted for preallocation: a sequence claiming 2^40 elements that
