@@ -541,9 +541,10 @@ fn naming(e: Error, journal: &Journal) -> Error {
     }
 }
 
-/// Where the next automatic compaction starts in a journal whose live data ends at `live_end`:
-/// at the high-water mark, or halfway between the live data and the end if that is later and
-/// the live data is above half the mark (the journal is at its largest size). At `early` level
+/// Where the next automatic compaction starts in a journal whose data ends at `live_end` (the
+/// live data and the records the swap copied over): at the high-water mark, or halfway between
+/// that and the end if that is later and `live_end` is above half the mark (the journal is at
+/// its largest size, or writers appended much during the compaction). At `early` level
 /// `n` (see [`EarlyStart`]) it starts after only 1/2^n of that distance instead: with more room
 /// left for the writers while it runs, and less to scan, instead of the journal growing beyond
 /// its configured size.
