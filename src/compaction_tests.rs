@@ -492,3 +492,55 @@ fn overwrites_appended_during_a_compaction_do_not_refuse_a_waiting_write() {
     assert_eq!(store.get("a").unwrap(), Some(small(i - 1)));
     assert_eq!(store.len(), 2);
 }
+
+/// `stats()` never shows a store whose two journals are growing as grown once only one of them
+/// has: while a compaction grows its target, the inactive journal's size is the target's, and
+/// the swap makes the target the active journal. The old journal's size used to be published
+/// only after the swap had released the writer lock, so for a moment both sizes were the new
+/// journal's (a crash test waiting for both journals to grow once went on after one growth).
+#[test]
+fn stats_never_count_one_grown_journal_twice() {
+    const KIB: usize = 1024;
+    for round in 0..40 {
+        let disk = MemBackend::new();
+        let config = Builder::new(std::path::Path::new("mem"))
+            .buffer_size(16 * KIB)
+            .max_size(64 * KIB)
+            .high_water_mark(1.0)
+            .pace_compactions(false);
+        let store = std::sync::Arc::new(KVStore::open_on(config, &disk).unwrap());
+        let events = store.subscribe();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poller = {
+            let (store, done) = (std::sync::Arc::clone(&store), std::sync::Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut grown_to_max = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let stats = store.stats();
+                    if stats.active_capacity.min(stats.inactive_capacity) < 64 * KIB as u64 {
+                        continue;
+                    }
+                    // Both journals are at `max_size`: both grew there, and each growth's
+                    // event was sent before either size showed it.
+                    grown_to_max += events
+                        .try_iter()
+                        .filter(|e| matches!(e, Event::JournalGrown { new_size } if *new_size == 64 * KIB as u64))
+                        .count();
+                    assert!(grown_to_max >= 2, "round {round}: {stats:?}");
+                    return;
+                }
+            })
+        };
+        for i in 0..400 {
+            store
+                .insert(format!("g{i:03}"), Value::from(format!("{i:0>200}")))
+                .unwrap();
+            let s = store.stats();
+            if s.active_capacity.min(s.inactive_capacity) >= 64 * KIB as u64 {
+                break;
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        poller.join().unwrap();
+    }
+}

@@ -369,8 +369,20 @@ fn compact_into(
     let live_keys = shared.published.load().map.len() as u64;
     let new_active = Arc::clone(target);
     let retired = std::mem::replace(&mut w.active, Arc::clone(&new_active));
-    // Counted under the lock, so `stats()` never sees the new generation without it.
+    // Counted under the lock, so `stats()` never sees the new generation without it, nor the
+    // new journal as both the active and the inactive one (its size stood for the inactive
+    // journal's while it grew: a store whose two journals were growing looked grown once one
+    // had).
     shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
+    let bytes_before = retired.end() as u64;
+    shared
+        .stats
+        .inactive_capacity
+        .store(retired.capacity() as u64, Ordering::Relaxed);
+    shared
+        .stats
+        .inactive_used
+        .store(bytes_before, Ordering::Relaxed);
     w.compacting = std::mem::take(&mut w.compaction_queued);
     w.last_swapped = number;
     w.end_at_swap = snapshot_end;
@@ -403,15 +415,6 @@ fn compact_into(
     drop(w);
     shared.swapped.notify_all();
 
-    let bytes_before = retired.end() as u64;
-    shared
-        .stats
-        .inactive_capacity
-        .store(retired.capacity() as u64, Ordering::Relaxed);
-    shared
-        .stats
-        .inactive_used
-        .store(bytes_before, Ordering::Relaxed);
     *shared.inactive.lock() = Some(retired);
     // The new journal's last flush (its committed header) is one flusher among the syncers:
     // under their lock, poisoning before it is released. A writeback error is reported to one
@@ -621,14 +624,16 @@ fn grow(shared: &Shared, journal: &mut Journal, new_size: usize) -> Result<()> {
         .storage_mut()
         .grow(new_size)
         .map_err(io_error(journal))?;
+    // The event first, so that whoever sees the new size (`Acquire` in `stats()`) can have
+    // received it.
+    shared.emit(Event::JournalGrown {
+        new_size: new_size as u64,
+    });
     // It is the inactive journal, and stays this size if the compaction fails.
     shared
         .stats
         .inactive_capacity
-        .store(new_size as u64, Ordering::Relaxed);
-    shared.emit(Event::JournalGrown {
-        new_size: new_size as u64,
-    });
+        .store(new_size as u64, Ordering::Release);
     Ok(())
 }
 

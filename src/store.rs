@@ -467,23 +467,27 @@ impl KVStore {
 
     /// Current figures.
     pub fn stats(&self) -> Stats {
-        let (generation, used, capacity, live) = {
+        let s = &self.shared.stats;
+        // The inactive journal's figures are read under the writer lock too: a swap changes
+        // them under it.
+        let (generation, used, capacity, live, inactive_capacity, inactive_used) = {
             let w = self.shared.writer.lock();
             (
                 w.active.generation(),
                 w.active.end(),
                 w.active.capacity(),
                 self.shared.published.load().map.len(),
+                s.inactive_capacity.load(Ordering::Acquire),
+                s.inactive_used.load(Ordering::Relaxed),
             )
         };
-        let s = &self.shared.stats;
         let last = s.last_compaction_nanos.load(Ordering::Relaxed);
         Stats {
             generation,
             active_used: used as u64,
             active_capacity: capacity as u64,
-            inactive_capacity: s.inactive_capacity.load(Ordering::Relaxed),
-            inactive_used: s.inactive_used.load(Ordering::Relaxed),
+            inactive_capacity,
+            inactive_used,
             live_keys: live as u64,
             compactions: s.compactions.load(Ordering::Relaxed),
             last_compaction: (last > 0).then(|| Duration::from_nanos(last)),
