@@ -515,9 +515,15 @@ fn stats_never_count_one_grown_journal_twice() {
             let (store, done) = (std::sync::Arc::clone(&store), std::sync::Arc::clone(&done));
             std::thread::spawn(move || {
                 let mut grown_to_max = 0;
-                while !done.load(Ordering::Relaxed) {
+                loop {
+                    // Read before the sizes: once the writer is done both journals have grown
+                    // (it stops only then), so the sizes read after it show that.
+                    let finished = done.load(Ordering::SeqCst);
                     let stats = store.stats();
                     if stats.active_capacity.min(stats.inactive_capacity) < 64 * KIB as u64 {
+                        if finished {
+                            return false;
+                        }
                         continue;
                     }
                     // Both journals are at `max_size`: both grew there, and each growth's
@@ -527,7 +533,7 @@ fn stats_never_count_one_grown_journal_twice() {
                         .filter(|e| matches!(e, Event::JournalGrown { new_size } if *new_size == 64 * KIB as u64))
                         .count();
                     assert!(grown_to_max >= 2, "round {round}: {stats:?}");
-                    return;
+                    return true;
                 }
             })
         };
@@ -540,7 +546,10 @@ fn stats_never_count_one_grown_journal_twice() {
                 break;
             }
         }
-        done.store(true, Ordering::Relaxed);
-        poller.join().unwrap();
+        done.store(true, Ordering::SeqCst);
+        assert!(
+            poller.join().unwrap(),
+            "round {round}: the journals never both grew"
+        );
     }
 }

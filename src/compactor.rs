@@ -3,12 +3,14 @@
 //! the size of the map.
 //!
 //! Steps (see `docs/design.md` for the crash analysis of each):
-//! 1. Under the writer lock, take the active journal's end position `start`.
+//! 1. Under the writer lock, take the active journal's end position `start` (and the number of
+//!    live keys, which sizes the table that resolves them).
 //! 2. Without the lock: find the live keys of the active journal's records below `start` (they
 //!    never change, and they are the map as of `start`), mark the inactive journal `PENDING`
-//!    for generation `g + 1` (flushed, so it can never be elected half-written), and copy one
-//!    record per live key, growing the file first if the live data would not sit comfortably
-//!    under the high-water mark. No version of the in-memory map is held, so writers keep
+//!    for a new generation `g'` above every one used before (flushed, so it can never be
+//!    elected half-written), and copy the live keys' puts, packed into batch records of up to
+//!    64 KiB, growing the file first if the live data would not sit comfortably under the
+//!    high-water mark. No version of the in-memory map is held, so writers keep
 //!    updating it in place. Only if those records do not read back (damage under the running
 //!    store) is the map written instead, as of a new `start`.
 //! 3. Without the lock: copy the records appended since `start` (they are immutable once

@@ -34,8 +34,10 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// A journal grew because the live data no longer fits under the high-water mark (the
-    /// one being compacted into; the other grows when it is compacted into next).
+    /// A journal grew: the one being compacted into, because the live data (with the room
+    /// writers waiting for it need) is more than half its high-water mark, or because the
+    /// records written during the compaction do not fit after them. The other journal grows
+    /// when it is compacted into next.
     JournalGrown {
         /// The journal's new size, in bytes.
         new_size: u64,

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 pub enum Durability {
     /// Survives a crash or kill of the process as soon as the write returns (the record is in
     /// the shared memory map, hence in the OS page cache). Survives power loss only after
-    /// [`KVStore::sync`](crate::KVStore::sync).
+    /// [`KVStore::sync`](crate::KVStore::sync), or once the store has been dropped (which
+    /// syncs).
     #[default]
     Process,
     /// Also survives power loss when the write returns: every write is flushed before it

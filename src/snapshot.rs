@@ -261,7 +261,8 @@ impl Snapshot {
     }
 
     /// How many writes (since the store was opened) this snapshot includes; later snapshots
-    /// never have a smaller number.
+    /// never have a smaller number. For a read-only store, how many refreshes published a
+    /// newer copy of the files.
     pub fn seq(&self) -> u64 {
         self.version.seq
     }

@@ -2,7 +2,7 @@
 //!
 //! The check reads both files with plain reads (no memory map, no lock, no write), so it works
 //! on a store that another process has open, and on files copied elsewhere for inspection. It
-//! runs the same election and replay as [`KVStore::open`](crate::Builder::open), on a copy of
+//! runs the same election and replay as [`Builder::open`](crate::Builder::open), on a copy of
 //! the bytes, and adds what opening does not say: each file's header, generation, record count
 //! and where its valid records end.
 //!

@@ -42,17 +42,26 @@ fn a_writer_past_the_lead_in_finds_its_pages_mapped_writable() {
         write_chunk(&store, chunk);
         std::thread::sleep(Duration::from_millis(5));
     }
-    let before = minor_faults();
-    for chunk in 8..24 {
-        write_chunk(&store, chunk);
-        std::thread::sleep(Duration::from_millis(5));
+    // 1 MiB of records is 256 pages: a fault each without the prefaulting. The compactor
+    // thread serves the requests when it is scheduled; on a loaded machine it may fall behind
+    // for one stretch, so up to five stretches are measured and one must be nearly free of
+    // faults (without the prefaulting every one takes about 256).
+    let mut counts = Vec::new();
+    for attempt in 0..5 {
+        let before = minor_faults();
+        for chunk in 0..16 {
+            write_chunk(&store, 8 + attempt * 16 + chunk);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        counts.push(minor_faults() - before);
+        if counts.last().is_some_and(|&faults| faults < 64) {
+            break;
+        }
     }
-    let faults = minor_faults() - before;
-    // 1 MiB of records is 256 pages: a fault each without the prefaulting.
-    println!("page faults: {faults} over 1 MiB of records");
+    println!("page faults per 1 MiB of records: {counts:?}");
     assert!(
-        faults < 64,
-        "{faults} page faults over 256 pages of records"
+        counts.last().is_some_and(|&faults| faults < 64),
+        "page faults over 256 pages of records, per attempt: {counts:?}"
     );
     assert_eq!(store.len(), 8);
 }

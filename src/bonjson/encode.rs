@@ -56,8 +56,7 @@ fn encode_checked_into(
 /// Encodes `value` into the front of `out` and returns the bytes written.
 ///
 /// If `out` is too small the error says how many bytes are needed
-/// ([`EncodeError::BufferTooSmall`]); the bytes of `out` are then unspecified. This is how the
-/// journal writes a record straight into its memory map without an intermediate buffer.
+/// ([`EncodeError::BufferTooSmall`]); the bytes of `out` are then unspecified.
 pub fn encode_to_slice(
     value: &Value,
     limits: &Limits,

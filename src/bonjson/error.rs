@@ -21,7 +21,8 @@ pub enum ErrorKind {
     /// An object key or record key is not a string.
     InvalidObjectKey,
     /// Structurally valid bytes with an invalid meaning: NaN or infinity, a big number with a
-    /// non-normalized magnitude, a bad record reference.
+    /// non-normalized magnitude, a bad record reference, a LEB128 number padded past its
+    /// shortest form.
     InvalidData,
     /// A number outside the codec's published range.
     ValueOutOfRange,

@@ -111,6 +111,27 @@ impl Runner {
         }
     }
 
+    /// Cases run so far.
+    pub(crate) fn cases(&self) -> u64 {
+        self.cases
+    }
+
+    /// Fails unless at least `min` cases ended as `outcome` (a name `run` counts under): a
+    /// sweep whose damage never reached what it aims at would otherwise pass with every case
+    /// "nothing lost". Checks nothing once a case failed (`finish` reports those).
+    pub(crate) fn require(&self, outcome: &str, min: u64) {
+        if !self.failures.is_empty() {
+            return;
+        }
+        let seen = self.outcomes.get(outcome).copied().unwrap_or(0);
+        assert!(
+            seen >= min,
+            "{}: {seen} cases ended as {outcome:?}, at least {min} expected ({:?})",
+            self.test,
+            self.outcomes
+        );
+    }
+
     pub(crate) fn finish(self) {
         let outcomes: Vec<String> = self
             .outcomes

@@ -34,5 +34,8 @@ fn torn_tail_cut_at_every_byte_of_the_last_records() {
             });
         }
     }
+    // Nearly every cut loses the records after it, silently (518 of 578): cuts that never
+    // reached the records would lose nothing.
+    runner.require("unprovable loss, silent", runner.cases() / 2);
     runner.finish();
 }
