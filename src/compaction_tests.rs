@@ -524,6 +524,7 @@ fn stats_never_count_one_grown_journal_twice() {
                         if finished {
                             return false;
                         }
+                        std::thread::yield_now();
                         continue;
                     }
                     // Both journals are at `max_size`: both grew there, and each growth's

@@ -229,7 +229,7 @@ fn compact_into(
     started: Instant,
     number: u64,
 ) -> std::result::Result<Result<()>, (Error, Arc<Journal>)> {
-    let (mut start, active, room_needed, mut generation, live_keys) = {
+    let (mut start, active, room_needed, mut generation, keys_at_start) = {
         let mut w = shared.writer.lock();
         // A generation is never used twice: a failed attempt may have left records of its
         // generation in the file, and a later attempt reusing the number would replay them.
@@ -260,7 +260,7 @@ fn compact_into(
     // in place (holding one made every write copy tree nodes, and freeing the values it kept
     // alive, all at once when the compaction ended, stalled the writer in the allocator).
     let decode = DecodeOptions::default();
-    let from_records = active.with_live_records(start, &decode, live_keys, |records| {
+    let from_records = active.with_live_records(start, &decode, keys_at_start, |records| {
         records.map(|records| {
             let end = HEADER_SIZE
                 + pack::packed_size(

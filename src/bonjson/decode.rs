@@ -500,7 +500,8 @@ mod tests {
     /// `value_extent` too, so replay's walk of a batch never accepts what decoding refuses.
     #[test]
     fn padded_leb128_is_refused() {
-        // Exponent 0 in two bytes, then signed length 1 in two bytes; a typed array's count.
+        // Exponent 0 in two bytes, then signed length 1 in two bytes; a typed array's count
+        // (which `value_extent` leaves to the decoder whatever its count).
         for padded in [
             &[code::BIG_NUMBER, 0x80, 0x00, 0x02, 0x05][..],
             &[code::BIG_NUMBER, 0x00, 0x82, 0x00, 0x05],

@@ -110,6 +110,9 @@ fn leb128(bytes: &[u8], at: &mut usize) -> Option<u64> {
     for shift in (0..64).step_by(7) {
         let byte = *bytes.get(*at)?;
         *at += 1;
+        if shift == 63 && byte & 0x7f > 1 {
+            return None;
+        }
         value |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
             return (byte != 0 || shift == 0).then_some(value);

@@ -359,7 +359,7 @@ fn power_loss_images_recover_a_prefix_holding_every_synced_write() {
         );
         assert!(
             counts.data_loss_events * 200 >= counts.power_loss,
-            "only {} of {} power-loss images showed damage at open",
+            "only {} data-loss events at open for {} power-loss images",
             counts.data_loss_events,
             counts.power_loss
         );

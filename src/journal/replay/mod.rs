@@ -339,8 +339,9 @@ impl LiveRecord<'_> {
 /// writes into the next generation: the journal's records are the map, so a compaction can copy
 /// them without touching the published map (and without keeping any version of it alive while
 /// writers go on). `None` if the records do not run exactly to the end or one is malformed:
-/// the caller then compacts from the map instead. `expected_keys` (a hint) sizes the table
-/// that resolves the keys, so that it need not grow as it fills.
+/// the caller then compacts from the map instead. `expected_keys` (a hint: the live key count
+/// the caller knows of, memory the map already holds) sizes the table that resolves the
+/// keys, so that it need not grow as it fills, also after a clear record.
 pub(crate) fn live_records<'a>(
     bytes: &'a [u8],
     generation: u64,
@@ -349,8 +350,6 @@ pub(crate) fn live_records<'a>(
 ) -> Option<Vec<LiveRecord<'a>>> {
     let hasher = foldhash::fast::RandomState::default();
     let keys = Keys { hasher: &hasher };
-    // A record takes at least a frame: no journal holds more keys than that allows.
-    let expected_keys = expected_keys.min(bytes.len() / FRAME_SIZE);
     let scanned = scan(
         bytes,
         HEADER_SIZE,

@@ -28,15 +28,20 @@ const INITIAL_SLOTS: usize = 16;
 pub(super) struct KeyTable<'a> {
     slots: Vec<Slot<'a>>,
     len: usize,
+    /// The keys it was sized for, which a table started over after a clear is sized for too.
+    expected: usize,
 }
 
 impl<'a> KeyTable<'a> {
+    #[cfg(test)]
     pub(super) fn new() -> Self {
         KeyTable::with_capacity(0)
     }
 
-    /// A table that holds `keys` keys without growing (a hint: it grows past them as needed).
+    /// A table that holds `keys` keys without growing (a hint: it grows past them as needed;
+    /// hints above 2^32 keys are taken as 2^32).
     pub(super) fn with_capacity(keys: usize) -> Self {
+        let keys = keys.min(1 << 32);
         let slots = keys
             .saturating_mul(8)
             .div_ceil(7)
@@ -47,6 +52,7 @@ impl<'a> KeyTable<'a> {
         KeyTable {
             slots: vec![vacant(); slots],
             len: 0,
+            expected: keys,
         }
     }
 
@@ -139,7 +145,7 @@ impl<'a> KeyTable<'a> {
     /// Forgets every key (a clear record).
     pub(super) fn clear(&mut self) {
         if self.len > 0 {
-            *self = KeyTable::new();
+            *self = KeyTable::with_capacity(self.expected);
         }
     }
 
