@@ -324,7 +324,13 @@ fn a_fast_fill_is_paced_into_an_early_compaction_unless_pacing_is_off() {
         if pace {
             wait_until("a paced compaction", || store.stats().compactions >= 1);
         } else {
+            // None finished, and none was started (one that had not finished yet would not
+            // show in the count).
             assert_eq!(store.stats().compactions, 0, "{:?}", store.stats());
+            assert!(
+                !store.shared.writer.lock().compacting,
+                "a compaction was started"
+            );
         }
     }
 }

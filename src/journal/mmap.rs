@@ -466,6 +466,24 @@ mod tests {
             prefaulted <= 2,
             "{prefaulted} faults after prefault_for_write"
         );
+        // On a filesystem that write-protects clean pages the control half must fault, or
+        // this test could not tell prefaulting from none. tmpfs and ramfs do not.
+        // SAFETY: `statfs` only writes the struct it is given, which lives on this stack, and
+        // the path is a NUL-terminated string that outlives the call.
+        let fs_type = unsafe {
+            let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+            let mut fs: libc::statfs = std::mem::zeroed();
+            assert_eq!(libc::statfs(path.as_ptr(), &mut fs), 0);
+            fs.f_type
+        };
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        const RAMFS_MAGIC: i64 = 0x8584_58f6;
+        if ![TMPFS_MAGIC, RAMFS_MAGIC].contains(&(fs_type as i64)) {
+            assert!(
+                control >= (PAGES / 2) as libc::c_long,
+                "{control} faults in the control half on a filesystem of type {fs_type:#x}"
+            );
+        }
         let mut page = vec![0_u8; 4096];
         storage.read(4096, &mut page).unwrap();
         let mut expected = vec![1_u8; 4096];

@@ -122,6 +122,21 @@ fn a_damaged_snapshot_record_does_not_open_a_partial_map() {
         "{keys} keys: {:?}; the map after a prefix of the writes has 10 or 11",
         store.keys()
     );
+    // Exactly the map after those writes: k0..k9 as written, and `after` if it survived.
+    for i in 0..10 {
+        assert_eq!(store.get(&format!("k{i}")).unwrap(), int(i), "k{i}");
+    }
+    if keys == 10 {
+        // `after` was lost, and its record of the newest generation, intact behind the
+        // damage, proves it: the loss must be reported.
+        assert!(
+            store.stats().data_loss_events > 0,
+            "`after` lost without a report: {:?}",
+            store.stats()
+        );
+    } else {
+        assert_eq!(store.get("after").unwrap(), int(10));
+    }
 }
 
 /// With both header pages zeroed, each journal proves its generation from its records; the
