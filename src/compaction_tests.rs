@@ -560,3 +560,55 @@ fn stats_never_count_one_grown_journal_twice() {
         );
     }
 }
+
+/// A journal reopened above its high-water mark crossed it in the process that wrote it: the
+/// callback does not fire at the first write after the open, and fires again when a later
+/// generation crosses its own mark.
+#[test]
+fn a_journal_reopened_above_its_mark_does_not_fire_the_callback_again() {
+    static FIRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    fn count(_: usize, _: usize, _: usize) {
+        FIRED.fetch_add(1, Ordering::SeqCst);
+    }
+    let disk = MemBackend::new();
+    let config = |mark: f32| {
+        Builder::new(std::path::Path::new("mem"))
+            .buffer_size(64 * 1024)
+            .high_water_mark(mark)
+            .pace_compactions(false)
+    };
+    {
+        // No compaction before the end: fill to 90%.
+        let store = KVStore::open_on(config(1.0), &disk).unwrap();
+        let mut i = 0;
+        while store.stats().active_used < 59_000 {
+            store
+                .insert(format!("k{}", i % 20), Value::Integer(i))
+                .unwrap();
+            i += 1;
+        }
+    }
+    let store = KVStore::open_on(config(0.8).on_high_water_mark(count), &disk).unwrap();
+    let generation = store.stats().generation;
+    assert!(store.stats().active_used > 52_428, "{:?}", store.stats());
+    store.insert("first".into(), Value::Integer(1)).unwrap();
+    assert_eq!(
+        FIRED.load(Ordering::SeqCst),
+        0,
+        "fired again for a journal already past"
+    );
+    // The compaction that write started gives a new generation below its mark; filling it
+    // past the mark fires once.
+    wait_until("the compaction to swap", || {
+        store.stats().generation > generation
+    });
+    let mut i = 0;
+    while FIRED.load(Ordering::SeqCst) == 0 {
+        assert!(i < 100_000, "the callback never fired: {:?}", store.stats());
+        store
+            .insert(format!("k{}", i % 20), Value::Integer(-i))
+            .unwrap();
+        i += 1;
+    }
+    assert_eq!(FIRED.load(Ordering::SeqCst), 1);
+}

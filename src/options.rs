@@ -111,7 +111,9 @@ impl Builder {
     /// may use the store,
     /// for instance to call [`KVStore::compact`](crate::KVStore::compact). A generation that a
     /// compaction replaces before it reaches its mark (see
-    /// [`pace_compactions`](Self::pace_compactions)) never fires it.
+    /// [`pace_compactions`](Self::pace_compactions)) never fires it, nor does one that starts
+    /// above its mark: after a compaction, or when the store is opened on a journal already
+    /// past it (it crossed the mark before, in the process that wrote it).
     pub fn on_high_water_mark(mut self, callback: fn(usize, usize, usize)) -> Self {
         self.callback = Some(callback);
         self

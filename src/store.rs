@@ -215,6 +215,13 @@ impl KVStore {
             .store(opened.inactive.capacity() as u64, Ordering::Relaxed);
         let active = Arc::new(opened.active);
         let trigger = hwm_pos(&config, active.capacity());
+        // A journal opened above its mark crossed it before this open (and fired the callback
+        // then, in the process that wrote it): not again at the first write.
+        let hwm_fired = if active.end() > trigger {
+            active.generation()
+        } else {
+            0
+        };
         let floor = compactor::earliest_start(active.end(), trigger, active.capacity());
         let pace = Pace::new(
             active.end(),
@@ -235,7 +242,7 @@ impl KVStore {
                 compacting: false,
                 compaction_queued: false,
                 failures: 0,
-                hwm_fired: 0,
+                hwm_fired,
                 trigger,
                 next_generation: opened_highest.saturating_add(1),
                 room_needed: 0,
