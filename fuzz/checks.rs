@@ -14,6 +14,8 @@ use resilient_kv::{KVStore, MIN_BUFFER_SIZE, Value};
 /// `bonjson_decode`: arbitrary bytes into the decoder. Never panics; whatever decodes
 /// re-encodes, and the re-encoded bytes decode to an equal value. The same for
 /// `decode_prefix` (whose prefix must decode alone) and for decoding with NFC normalization.
+/// Replay's walk of a batch value (`testing::value_extent`) ends where `decode_prefix` does,
+/// or leaves the value to it.
 pub fn bonjson_decode(data: &[u8]) {
     let decoded = bonjson::decode(data);
     if let Ok(value) = &decoded {
@@ -32,6 +34,14 @@ pub fn bonjson_decode(data: &[u8]) {
             "the prefix decode_prefix used decodes alone to the same value"
         );
         assert_eq!(decoded.is_ok(), used == data.len());
+        let extent = resilient_kv::testing::value_extent(data);
+        assert!(
+            extent.is_none() || extent == Some(used),
+            "value_extent says {extent:?}, the decoder used {used} bytes"
+        );
+    }
+    if let Some(end) = resilient_kv::testing::value_extent(data) {
+        assert!(end > 0 && end <= data.len(), "value_extent ended at {end}");
     }
     let mut nfc = DecodeOptions::default();
     nfc.unicode_normalization = Normalization::Nfc;

@@ -33,6 +33,14 @@ pub fn replay_bytes(records: &[u8], generation: u64) -> usize {
     }
 }
 
+/// Where the BONJSON value at the start of `bytes` ends, as replay finds it for each value of
+/// a batch record without decoding it (`None`: replay asks the decoder instead), with the
+/// decoder's default depth limit. For every input the decoder accepts, this is `None` or the
+/// decoder's own length.
+pub fn value_extent(bytes: &[u8]) -> Option<usize> {
+    crate::bonjson::value_extent(bytes, DecodeOptions::default().limits.depth())
+}
+
 /// A small seeded pseudo-random generator (xorshift64, shifts 13/7/17) for the randomized
 /// tests (`tests/corruption/`, `tests/crash_kill.rs`, the library's power-loss tests): the
 /// same seed always gives the same sequence, so every failure can be rerun from its seed. Not
