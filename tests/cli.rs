@@ -760,3 +760,29 @@ fn a_live_store_held_by_another_process() {
     ok(&["set", b, "k", "1"]);
     assert_eq!(ok(&["get", b, "k"]), "1\n");
 }
+
+/// A `verify` whose report cannot be written (stdout is a full disk) did not check anything
+/// anyone saw: exit status 3, "not checked", never 1, which says the files are damaged.
+#[cfg(target_os = "linux")]
+#[test]
+fn verify_that_cannot_write_its_report_exits_3_not_1() {
+    let (_serial, _dir, base) = scratch("app");
+    let b = s(&base);
+    {
+        let store = KVStore::new(&base, 64 * 1024, None, None).unwrap();
+        store.insert("k".into(), Value::Integer(1)).unwrap();
+    }
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_rkv"))
+        .args(["verify", b])
+        .stdout(full)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    // The same store, its report written: clean.
+    assert!(ok(&["verify", b]).contains("clean"));
+}

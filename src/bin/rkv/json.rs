@@ -124,6 +124,22 @@ fn number(text: &str) -> Result<Value, String> {
         .ok_or_else(|| format!("the number {text} has too many digits"))
 }
 
+/// A big number as JSON number text that [`number`] reads back as the same big number. Its
+/// plain text may read back as another kind of number (`5e0` prints as `5`, an integer;
+/// `1e+300` as `1e300`, a float's printed form); an upper-case exponent is never how a float
+/// is printed and never an integer, so those are written with one (`5E0`, `1E300`).
+fn big_number_text(n: &BigNumber) -> String {
+    let text = n.to_string();
+    if matches!(number(&text), Ok(Value::BigNumber(_))) {
+        return text;
+    }
+    if text.contains('e') {
+        text.replacen('e', "E", 1)
+    } else {
+        format!("{text}E0")
+    }
+}
+
 /// An object's members in order, with their values still as JSON text.
 struct Members<'a>(Vec<(String, &'a RawValue)>);
 
@@ -154,7 +170,7 @@ pub(crate) struct Exact<'a>(pub(crate) &'a Value);
 impl Serialize for Exact<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            Value::BigNumber(n) => match RawValue::from_string(n.to_string()) {
+            Value::BigNumber(n) => match RawValue::from_string(big_number_text(n)) {
                 Ok(raw) => raw.serialize(serializer),
                 Err(_) => self.0.serialize(serializer),
             },
@@ -218,6 +234,36 @@ mod tests {
         assert_eq!(parse("-15e-1").unwrap(), big);
         assert_eq!(parse("0.1").unwrap(), Value::Float(0.1));
         assert_eq!(parse("1.0").unwrap(), Value::Float(1.0));
+    }
+
+    /// Big numbers whose plain text is an integer or a float's printed form come back from
+    /// `dump` then `load` as big numbers (they came back as an `Integer` or a `Float`).
+    #[test]
+    fn big_numbers_that_look_like_other_numbers_round_trip() {
+        for input in ["5e0", "0e0", "-7e0", "123456789e5"] {
+            let value = parse(input).unwrap();
+            assert!(matches!(value, Value::BigNumber(_)), "{input}: {value:?}");
+            let text = printed(&value);
+            assert_eq!(parse(&text).unwrap(), value, "{input} printed as {text}");
+        }
+        // Made by a library user, whatever text `set` would have read.
+        for text in [
+            "7",
+            "-7",
+            "0",
+            "1e300",
+            "1.5",
+            "25e-1",
+            "18446744073709551615",
+        ] {
+            let made = Value::BigNumber(BigNumber::parse(text).unwrap());
+            let printed = printed(&made);
+            assert_eq!(
+                parse(&printed).unwrap(),
+                made,
+                "{text} printed as {printed}"
+            );
+        }
     }
 
     /// Values nested deeper than serde_json's default limit (128) load, as the store keeps

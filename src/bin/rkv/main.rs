@@ -312,9 +312,14 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             });
             // The status is the answer: a reader that stops reading the report early (`| grep
             // -q DAMAGE`) must not turn it into success.
+            // A report that could not be written (a full disk) is not an answer: 3, "not
+            // checked", never 1, which says the files are damaged.
             return match write_report(&mut out, &report).map_err(Failure::from) {
                 Ok(()) | Err(Failure::BrokenPipe) => Ok(code),
-                Err(e) => Err(e),
+                Err(Failure::Message(message)) => {
+                    let _ = writeln!(io::stderr(), "rkv: {message}");
+                    Ok(ExitCode::from(3))
+                }
             };
         }
         Command::Compact { base } => {
