@@ -21,8 +21,8 @@ use std::sync::Arc;
 use crate::bonjson::DecodeOptions;
 use crate::journal::copied::CopiedBackend;
 use crate::journal::format::{
-    self, FORMAT_VERSION, FRAME_SIZE, FrameRead, HEADER_SIZE, HEADER_USED, HeaderRead,
-    STATE_COMMITTED, STATE_PENDING,
+    self, FORMAT_VERSION, FRAME_SIZE, FrameRead, HEADER_SIZE, HeaderRead, STATE_COMMITTED,
+    STATE_PENDING,
 };
 use crate::journal::recovery::{self, Note, Tail};
 use crate::journal::storage::Slot;
@@ -189,7 +189,7 @@ pub fn verify(base: impl AsRef<Path>) -> Result<VerifyReport> {
     let base = base.as_ref().to_path_buf();
     let paths = [Slot::A, Slot::B].map(|slot| slot.path(&base));
     let take = || {
-        let (a, b) = read_both(&base, &paths)?;
+        let (a, b) = crate::journal::copied::read_both(&base, &paths)?;
         if a.is_none() && b.is_none() {
             return Err(Error::Io {
                 op: "read",
@@ -229,48 +229,6 @@ pub fn verify(base: impl AsRef<Path>) -> Result<VerifyReport> {
             })
     })?;
     Ok(report)
-}
-
-/// A file's bytes, `None` if it does not exist.
-type Contents = Option<Vec<u8>>;
-
-/// Reads both files (`None` for a missing one). A writer may compact while they are read: if
-/// either header changed by the time both are read, they are read again, so the two copies
-/// come from one stretch of time without a switch (within it, the elected file only grows by
-/// appends, which the checksums cut cleanly).
-fn read_both(base: &Path, paths: &[PathBuf; 2]) -> Result<(Contents, Contents)> {
-    let read = |path: &PathBuf| match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(crate::error::io_err("read", path)(e)),
-    };
-    let header = |bytes: &Option<Vec<u8>>| {
-        bytes
-            .as_ref()
-            .map(|b| b.get(..HEADER_USED).unwrap_or(b).to_vec())
-    };
-    let [path_a, path_b] = paths;
-    crate::journal::copied::copy_consistently(base, || {
-        let (a, b) = (read(path_a)?, read(path_b)?);
-        let again = (read_header(path_a)?, read_header(path_b)?);
-        Ok(((header(&a), header(&b)) == again).then_some((a, b)))
-    })
-}
-
-/// The first `HEADER_USED` bytes of a file (fewer if it is shorter), `None` if it is missing.
-fn read_header(path: &Path) -> Result<Option<Vec<u8>>> {
-    use std::io::Read;
-    match std::fs::File::open(path) {
-        Ok(file) => {
-            let mut out = Vec::with_capacity(HEADER_USED);
-            file.take(HEADER_USED as u64)
-                .read_to_end(&mut out)
-                .map_err(crate::error::io_err("read", path))?;
-            Ok(Some(out))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(crate::error::io_err("read", path)(e)),
-    }
 }
 
 /// `<base>.<ext>`, as the store names its files.

@@ -74,6 +74,24 @@ fn read_only_open_of_a_missing_store_creates_nothing() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
+/// A store with one file missing (the second file of a first open cut short, or deleted) opens
+/// read-only from the other, as `verify` reads it and as a writable open would, and the missing
+/// file is not created.
+#[test]
+fn read_only_open_with_one_file_missing_reads_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("half");
+    {
+        let store = KVStore::new(&base, 64 * 1024, None, None).unwrap();
+        store.insert("k".into(), Value::Integer(7)).unwrap();
+    }
+    let missing = dir.path().join("half.jrnb");
+    std::fs::remove_file(&missing).unwrap();
+    let reader = KVStore::open_read_only(&base).unwrap();
+    assert_eq!(reader.get("k").unwrap(), Some(Value::Integer(7)));
+    assert!(!missing.exists(), "a read-only open created a file");
+}
+
 #[test]
 fn refresh_sees_new_writes_across_compactions_and_keeps_old_snapshots() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::format::HEADER_SIZE;
+use super::format::HEADER_USED;
 use super::storage::{Backend, Slot, Storage};
 use crate::error::io_err;
 use crate::{Error, Result};
@@ -118,30 +118,64 @@ pub(crate) struct CopiedBackend {
     files: Mutex<[Option<Vec<u8>>; 2]>,
 }
 
-fn header(path: &Path) -> Result<Vec<u8>> {
+/// A file's bytes, `None` if it does not exist.
+pub(crate) type Contents = Option<Vec<u8>>;
+
+/// Reads both files (`None` for a missing one). A writer may compact while they are read: if
+/// either header changed by the time both are read, they are read again, so the two copies
+/// come from one stretch of time without a switch (within it, the elected file only grows by
+/// appends, which the checksums cut cleanly).
+pub(crate) fn read_both(base: &Path, paths: &[PathBuf; 2]) -> Result<(Contents, Contents)> {
+    let read = |path: &PathBuf| match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", path)(e)),
+    };
+    let header = |bytes: &Option<Vec<u8>>| {
+        bytes
+            .as_ref()
+            .map(|b| b.get(..HEADER_USED).unwrap_or(b).to_vec())
+    };
+    let [path_a, path_b] = paths;
+    copy_consistently(base, || {
+        let (a, b) = (read(path_a)?, read(path_b)?);
+        let again = (read_header(path_a)?, read_header(path_b)?);
+        Ok(((header(&a), header(&b)) == again).then_some((a, b)))
+    })
+}
+
+/// The first `HEADER_USED` bytes of a file (fewer if it is shorter), `None` if it is missing.
+fn read_header(path: &Path) -> Result<Option<Vec<u8>>> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(io_err("open", path))?;
-    let mut bytes = Vec::with_capacity(HEADER_SIZE);
-    file.by_ref()
-        .take(HEADER_SIZE as u64)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("read", path))?;
-    Ok(bytes)
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            let mut out = Vec::with_capacity(HEADER_USED);
+            file.take(HEADER_USED as u64)
+                .read_to_end(&mut out)
+                .map_err(io_err("read", path))?;
+            Ok(Some(out))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
 }
 
 impl CopiedBackend {
-    /// Copies both files of the store at `base`. A missing file is an `Io` error with
-    /// `NotFound`: a read-only open never creates anything.
+    /// Copies both files of the store at `base`. A missing file reads as an empty one (the
+    /// second file of a store whose first open was cut short, as `verify` takes it); both
+    /// missing is an `Io` error with `NotFound`: a read-only open never creates anything.
     pub(crate) fn load(base: &Path) -> Result<Self> {
-        let (path_a, path_b) = (Slot::A.path(base), Slot::B.path(base));
-        copy_consistently(base, || {
-            let before = (header(&path_a)?, header(&path_b)?);
-            let a = std::fs::read(&path_a).map_err(io_err("read", &path_a))?;
-            let b = std::fs::read(&path_b).map_err(io_err("read", &path_b))?;
-            let after = (header(&path_a)?, header(&path_b)?);
-            let stable = before == after && a.starts_with(&before.0) && b.starts_with(&before.1);
-            Ok(stable.then(|| CopiedBackend::from_bytes(base, a, b)))
-        })
+        let paths = [Slot::A.path(base), Slot::B.path(base)];
+        match read_both(base, &paths)? {
+            (None, None) => Err(io_err("open", &paths[0])(std::io::Error::from(
+                std::io::ErrorKind::NotFound,
+            ))),
+            (a, b) => Ok(CopiedBackend::from_bytes(
+                base,
+                a.unwrap_or_default(),
+                b.unwrap_or_default(),
+            )),
+        }
     }
 
     /// Both files' bytes, already in memory (for `verify` and the fuzzing hooks).
