@@ -37,7 +37,8 @@ pub enum Status {
     /// short before it was acknowledged, is not damage.)
     Clean,
     /// The store opens, but damage was found: opening would report an
-    /// [`Event::DataLoss`](crate::Event::DataLoss), or the inactive file holds damaged records.
+    /// [`Event::DataLoss`](crate::Event::DataLoss), or the inactive file holds damaged records
+    /// (a hole in the records of an unfinished compaction, a `PENDING` file, is not damage).
     Damaged,
     /// The store does not open: no journal is valid, or a file has a newer format version.
     Unusable,
@@ -460,7 +461,10 @@ fn report(file: &File, election: Option<&Election>, notes: &[Note], near: u64) -
     report.valid_len = scanned.end as u64;
     // Opening may have said already what stops this file's records, and where.
     let noted = report.damage.iter().any(|d| d.offset == scanned.end as u64);
-    if noted {
+    // A `PENDING` file is a compaction that never finished: opening never elects it, nothing
+    // acknowledged lives only there, and a power loss may have written back some of its pages
+    // and not others. A hole in it loses nothing.
+    if noted || header == HeaderState::Pending {
         return report;
     }
     let beyond = recovery::next_valid_record(&file.bytes, scanned.end + 1, generation);

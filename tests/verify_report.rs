@@ -95,3 +95,50 @@ fn a_live_store_being_written_verifies_clean() {
         damaged.first()
     );
 }
+
+/// A file with a `PENDING` header is an unfinished (or failed) compaction: opening never
+/// elects it and nothing acknowledged lives only there, so a hole in its records (a power loss
+/// that wrote some of its pages back and not others) is not damage: the store verifies clean.
+#[test]
+fn a_hole_in_a_pending_file_is_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("store");
+    {
+        let store = KVStore::builder(&base)
+            .buffer_size(64 * 1024)
+            .open()
+            .unwrap();
+        for i in 0..300 {
+            store
+                .insert(format!("key{i:03}"), Value::from("v".repeat(100)))
+                .unwrap();
+        }
+        store.compact().unwrap();
+    }
+    let before = verify(&base).unwrap();
+    assert_eq!(
+        before.status,
+        resilient_kv::verify::Status::Clean,
+        "{before:#?}"
+    );
+    let other = before.files.iter().position(|f| !f.elected).unwrap();
+    let path = before.files[other].path.clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    // docs/format.md: the state at byte 12, the header's CRC-32C of bytes 0..24 at byte 24.
+    bytes[12..16].copy_from_slice(&0x5045_4e44_u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..24]);
+    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    // A page of its records never written back; records after it still verify.
+    bytes[8192..12288].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let after = verify(&base).unwrap();
+    let pending = &after.files[other];
+    assert_eq!(pending.header.to_string(), "pending", "{after:#?}");
+    assert!(pending.damage.is_empty(), "{after:#?}");
+    assert_eq!(
+        after.status,
+        resilient_kv::verify::Status::Clean,
+        "{after:#?}"
+    );
+    assert_eq!(after.live_keys, Some(300), "{after:#?}");
+}
