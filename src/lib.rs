@@ -63,7 +63,7 @@ pub mod verify;
 pub use batch::Batch;
 pub use error::{Error, Result};
 pub use events::Event;
-pub use journal::format::MAX_KEY_LEN;
+pub use journal::format::{MAX_KEY_LEN, check_key};
 pub use options::{Builder, Durability, MIN_BUFFER_SIZE, MIN_HIGH_WATER_MARK};
 #[cfg(feature = "serde")]
 pub use serde_impl::{ValueError, from_value, to_value};

@@ -786,3 +786,33 @@ fn verify_that_cannot_write_its_report_exits_3_not_1() {
     // The same store, its report written: clean.
     assert!(ok(&["verify", b]).contains("clean"));
 }
+
+/// A write the store would refuse (an empty key, a NUL in a key, a value nested beyond the
+/// codec's limit) is refused before the store is opened, so `--create` leaves no files behind
+/// (the store used to be created, then the write refused).
+#[test]
+fn refused_writes_with_create_create_nothing() {
+    let (_serial, dir, base) = scratch("app");
+    let b = s(&base);
+    let deep = format!("{}1{}", "[".repeat(600), "]".repeat(600));
+    for (key, json) in [("", "1"), ("k", deep.as_str())] {
+        let (code, _, err) = run(&["set", b, key, json, "--create"]);
+        assert_eq!(code, 1, "set {key:?}: {err}");
+        assert_one_line_error(&["set", b, key], &err);
+    }
+    let input = dir.path().join("in.json");
+    for bad in [r#"{"": 2}"#, r#"{"a\u0000b": 2}"#] {
+        std::fs::write(&input, format!("{{\"good\": 1}}\n{bad}\n")).unwrap();
+        let (code, _, err) = run(&["load", b, s(&input), "--create"]);
+        assert_eq!(code, 1, "load {bad}: {err}");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("in.json")],
+        "files left behind"
+    );
+}

@@ -428,8 +428,19 @@ fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
     ))
 }
 
-/// Checks a key against the documented rules.
-pub(crate) fn check_key(key: &str) -> crate::Result<()> {
+/// Checks a key against the rules every write applies to it: not empty, at most
+/// [`MAX_KEY_LEN`] bytes, no NUL. Returns the [`Error::InvalidKey`](crate::Error::InvalidKey) a
+/// write of it would return, without writing anything (for an application that checks its
+/// input first, or a tool that must not create a store for a write it will refuse).
+///
+/// ```
+/// use resilient_kv::{Error, check_key};
+///
+/// assert!(check_key("settings.theme").is_ok());
+/// assert!(matches!(check_key(""), Err(Error::InvalidKey { .. })));
+/// assert!(matches!(check_key("a\0b"), Err(Error::InvalidKey { .. })));
+/// ```
+pub fn check_key(key: &str) -> crate::Result<()> {
     if key.is_empty() {
         return Err(crate::Error::InvalidKey {
             reason: "keys must not be empty",

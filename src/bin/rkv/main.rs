@@ -264,6 +264,8 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             create,
         } => {
             let value = parse_value(&json)?;
+            // Refused before the open, which may create the store.
+            check_entry(&key, &value)?;
             let store = open_writer(&base, create)?;
             store.insert(key, value)?;
             store.sync()?;
@@ -426,6 +428,16 @@ fn read_input(file: &Path) -> Result<String, Failure> {
 }
 
 /// Every member of every JSON object in `text`, as one batch, and how many there were.
+/// What a write of `key` = `value` would refuse whatever the store (its key, or a value the
+/// codec cannot encode), refused before any store is opened or created.
+fn check_entry(key: &str, value: &Value) -> Result<(), Failure> {
+    resilient_kv::check_key(key)?;
+    match resilient_kv::bonjson::encode(value) {
+        Ok(_) => Ok(()),
+        Err(e) => fail(format!("the value of {key:?} cannot be stored: {e}")),
+    }
+}
+
 fn parse_entries(text: &str, file: &Path) -> Result<(Batch, usize), Failure> {
     let mut batch = Batch::new();
     let mut entries = 0;
@@ -445,6 +457,8 @@ fn parse_entries(text: &str, file: &Path) -> Result<(Batch, usize), Failure> {
         };
         // Members of one object have distinct keys, so their order does not matter.
         for (key, value) in members {
+            // Refused before the open, which may create the store.
+            check_entry(&key, &value)?;
             batch.insert(key, value);
             entries += 1;
         }
