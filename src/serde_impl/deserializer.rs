@@ -194,8 +194,8 @@ fn whole(n: &BigNumber) -> Option<Whole> {
         text.parse().ok()?
     };
     if n.is_negative() {
-        let magnitude = i128::try_from(magnitude).ok()?;
-        Some(Whole::Signed(-magnitude))
+        // Down to -2^127 (`i128::MIN`), whose magnitude is not an `i128`.
+        0_i128.checked_sub_unsigned(magnitude).map(Whole::Signed)
     } else {
         Some(match i128::try_from(magnitude) {
             Ok(i) => Whole::Signed(i),

@@ -640,6 +640,29 @@ mod tests {
         );
     }
 
+    /// Whole big numbers convert to the 128-bit integers they fit, at both ends (-2^127's
+    /// magnitude is not an `i128`; it was refused) and no further.
+    #[test]
+    fn big_numbers_convert_to_128_bit_integers_at_their_limits() {
+        let big = |text: &str| Value::BigNumber(BigNumber::parse(text).unwrap());
+        assert_eq!(
+            from_value::<i128>(big(&i128::MIN.to_string())),
+            Ok(i128::MIN)
+        );
+        assert_eq!(
+            from_value::<i128>(big(&i128::MAX.to_string())),
+            Ok(i128::MAX)
+        );
+        assert_eq!(
+            from_value::<u128>(big(&u128::MAX.to_string())),
+            Ok(u128::MAX)
+        );
+        assert_eq!(from_value::<i128>(big("-17e37")), Ok(-17 * 10_i128.pow(37)));
+        assert!(from_value::<i128>(big("-170141183460469231731687303715884105729")).is_err());
+        assert!(from_value::<u128>(big("340282366920938463463374607431768211456")).is_err());
+        assert!(from_value::<i128>(big("-1.5")).is_err());
+    }
+
     #[test]
     fn map_keys() -> Result<(), ValueError> {
         #[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
