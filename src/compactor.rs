@@ -428,6 +428,7 @@ fn compact_into(
     {
         let _one_flusher = shared.sync_lock.lock();
         if let Err(e) = new_active.flush() {
+            shared.flush_failed.store(true, Ordering::Release);
             shared.poison(format!("flushing the new journal failed: {e}"));
             return Ok(Err(crate::error::io_err(
                 "msync",

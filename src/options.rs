@@ -9,7 +9,8 @@ pub enum Durability {
     /// Survives a crash or kill of the process as soon as the write returns (the record is in
     /// the shared memory map, hence in the OS page cache). Survives power loss only after
     /// [`KVStore::sync`](crate::KVStore::sync), or once the store has been dropped (which
-    /// syncs).
+    /// syncs, also a poisoned store, unless a failed flush poisoned it: no flush after one
+    /// can be trusted).
     #[default]
     Process,
     /// Also survives power loss when the write returns: every write is flushed before it

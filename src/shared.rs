@@ -32,6 +32,11 @@ pub(crate) struct Shared {
     pub(crate) open_events: Vec<Event>,
     pub(crate) poison: Mutex<Option<String>>,
     pub(crate) poisoned: AtomicBool,
+    /// The poison came from a failed flush (Linux then marks the pages clean without writing
+    /// them, so no later flush can be trusted). Any other poison (a panicking compactor, a
+    /// failed append) leaves the active journal's flushes sound: dropping the store still
+    /// flushes it.
+    pub(crate) flush_failed: AtomicBool,
     pub(crate) shutting_down: AtomicBool,
     pub(crate) sync_lock: Mutex<()>,
     /// Held by a read-only store's `refresh` from copying the files to publishing what they
@@ -226,6 +231,24 @@ impl Shared {
         // writer lock held, so it does not take it; waiting writers also re-check every few
         // milliseconds, so a wake-up that races their check is never lost for long.
         self.swapped.notify_all();
+    }
+
+    /// The last flush of a store being dropped: everything appended to the active journal,
+    /// also when the store is poisoned, unless by a failed flush (then nothing is trusted and
+    /// nothing is tried). Errors are dropped with the store.
+    pub(crate) fn final_flush(&self) {
+        if !self.poisoned.load(Ordering::Acquire) {
+            let _ = self.sync_through(None);
+            return;
+        }
+        if self.flush_failed.load(Ordering::Acquire) {
+            return;
+        }
+        let _one_flusher = self.sync_lock.lock();
+        let journal = Arc::clone(&self.writer.lock().active);
+        if journal.flush().is_err() {
+            self.flush_failed.store(true, Ordering::Release);
+        }
     }
 
     pub(crate) fn emit(&self, event: Event) {
@@ -549,6 +572,7 @@ impl Shared {
                 if (journal.synced() < end || journal.header_dirty())
                     && let Err(e) = journal.flush()
                 {
+                    self.flush_failed.store(true, Ordering::Release);
                     self.poison(format!("flush failed: {e}"));
                     return Err(crate::error::io_err("msync", journal.storage().path())(e));
                 }

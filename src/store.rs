@@ -266,6 +266,7 @@ impl KVStore {
             open_events,
             poison: Mutex::new(None),
             poisoned: AtomicBool::new(false),
+            flush_failed: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             sync_lock: Mutex::new(()),
             refresh_lock: Mutex::new(()),
@@ -525,8 +526,8 @@ impl Drop for KVStore {
         if let Some(handle) = self.compactor.take() {
             let _ = handle.join();
         }
-        if !self.shared.poisoned.load(Ordering::Acquire) && !self.shared.config.read_only {
-            let _ = self.shared.sync_through(None);
+        if !self.shared.config.read_only {
+            self.shared.final_flush();
         }
     }
 }
