@@ -827,3 +827,67 @@ fn a_panicking_compactor_poisons_the_store() {
     assert_eq!(store.len(), 20);
     assert_eq!(store.get("after").unwrap(), None);
 }
+
+/// A file with a valid `PENDING` header is never elected on the records of an older
+/// generation it still holds (a compaction cut short right after its header, over the journal
+/// two generations back), even when the other file's header and records are both damaged so
+/// that nothing else can be proven: that open is `Unreadable` and changes nothing (it elected
+/// the stale journal, bringing back overwritten values, and rewrote the newer file).
+#[test]
+fn a_pending_file_is_not_elected_on_stale_records() {
+    let disk = MemBackend::new();
+    {
+        let store = open(&disk).unwrap();
+        fill(&store, 0..30);
+        store.compact().unwrap();
+        for i in 0..30 {
+            store.insert(format!("k{i}"), Value::Integer(-i)).unwrap();
+        }
+        store.compact().unwrap();
+        // Newer values in the newest journal only: the other file's are stale.
+        for i in 0..30 {
+            store
+                .insert(format!("k{i}"), Value::Integer(100 + i))
+                .unwrap();
+        }
+    }
+    let active = active_slot(&disk);
+    let stale = inactive_slot(&disk);
+    let format::HeaderRead::Valid(header) = format::decode_header(&disk.file(active).lock()) else {
+        panic!("the active journal's header does not read");
+    };
+    let generation = header.generation;
+    // The stale file: a compaction to the next generation wrote its header and no record.
+    {
+        let file = disk.file(stale);
+        let mut bytes = file.lock();
+        let header = format::Header {
+            version: 1,
+            state: format::STATE_PENDING,
+            generation: generation + 1,
+        };
+        bytes[..format::HEADER_USED].copy_from_slice(&format::encode_header(&header));
+    }
+    // The newest file: header zeroed, its first record damaged.
+    {
+        let file = disk.file(active);
+        let mut bytes = file.lock();
+        bytes[..HEADER_SIZE].fill(0);
+        bytes[HEADER_SIZE + FRAME_SIZE + 2] ^= 0x40;
+    }
+    let before = [
+        disk.file(Slot::A).lock().clone(),
+        disk.file(Slot::B).lock().clone(),
+    ];
+    let opened = open(&disk);
+    assert!(
+        matches!(opened, Err(Error::Unreadable { .. })),
+        "{:?}",
+        opened.map(|s| s.get("k3"))
+    );
+    let after = [
+        disk.file(Slot::A).lock().clone(),
+        disk.file(Slot::B).lock().clone(),
+    ];
+    assert!(before == after, "a refused open changed the files");
+}

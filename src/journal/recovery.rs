@@ -265,7 +265,7 @@ fn elect(
                 b.examine_whole();
                 // Maybe one was the only journal and its header is damaged: trust it only if
                 // its records prove a committed generation; if both do, the newer one.
-                let proven = [proven_generation(&mut a, 1), proven_generation(&mut b, 1)];
+                let proven = [proven_unless_pending(&mut a), proven_unless_pending(&mut b)];
                 if proven == [None, None] && first_header_cut_short(&mut a, &mut b)? {
                     return fresh(a, b, min_len);
                 }
@@ -350,6 +350,19 @@ fn elect(
 
 /// A generation at least `min` whose records, starting at the first record position, include
 /// its commit marker: proof the file held a complete journal of that generation.
+/// The generation a file's records prove, for a file that may be elected on them: one with a
+/// valid `PENDING` header only if they prove that very generation (its compaction wrote the
+/// commit marker and its `COMMITTED` header did not reach the disk). Otherwise its records
+/// are whatever the file held before that compaction began, possibly a journal generations
+/// old, and a `PENDING` file is never elected on them (`docs/format.md`).
+fn proven_unless_pending(c: &mut Candidate) -> Option<u64> {
+    let proven = proven_generation(c, 1)?;
+    match c.header {
+        HeaderRead::Valid(h) if h.state == STATE_PENDING && h.generation != proven => None,
+        _ => Some(proven),
+    }
+}
+
 fn proven_generation(c: &mut Candidate, min: u64) -> Option<u64> {
     c.with_bytes(|bytes| proven_in(bytes, min))
 }
