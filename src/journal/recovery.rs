@@ -655,8 +655,9 @@ fn first_record_is_older(bytes: &[u8], elected: u64) -> bool {
 }
 
 /// Candidate frames claiming bodies up to this long are checked first (see
-/// [`next_valid_record`]).
-const SHORT_CLAIM: usize = 64 * 1024;
+/// [`next_valid_record`]): every record this store writes for settings-sized values, and the
+/// batches a compaction packs (a code, a count and up to `PACK_BYTES` of operations).
+const SHORT_CLAIM: usize = super::pack::PACK_BYTES + 16;
 
 /// The end of the last record of `generation` that starts at or after `from`, if any: proof
 /// that what stopped the replay was damage, not the end of the data (`verify` asks the same).
@@ -684,10 +685,13 @@ pub(crate) fn next_valid_record(bytes: &[u8], from: usize, generation: u64) -> B
     let mut search = from;
     while let Some((frame_at, len)) =
         frames.find_within_budget(bytes, search, bytes.len(), &mut budget, |at, claimed| {
-            claimed <= SHORT_CLAIM || {
+            // A claim running past the end of the file is never a record: not kept for later
+            // (crafted bytes could otherwise fill the list with most of the file's offsets).
+            let fits = at.saturating_add(FRAME_SIZE).saturating_add(claimed) <= bytes.len();
+            fits && (claimed <= SHORT_CLAIM || {
                 long_claims.push(at);
                 false
-            }
+            })
         })
     {
         last = Some(frame_at + FRAME_SIZE + len);
