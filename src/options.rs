@@ -114,7 +114,7 @@ impl Builder {
     /// compaction replaces before it reaches its mark (see
     /// [`pace_compactions`](Self::pace_compactions)) never fires it, nor does one that starts
     /// above its mark: after a compaction, or when the store is opened on a journal already
-    /// past it (it crossed the mark before, in the process that wrote it).
+    /// past it (which crossed it before this open, or whose mark was set lower since).
     pub fn on_high_water_mark(mut self, callback: fn(usize, usize, usize)) -> Self {
         self.callback = Some(callback);
         self

@@ -755,9 +755,6 @@ fn a_damaged_header_over_stale_records_does_not_jump_the_generation() {
     newest_survives_zeroing_the_active_header(&disk);
 }
 
-/// A compactor that panics poisons the store: the `compact()` that ran it and every later
-/// write get `Poisoned` and change nothing, reads go on, and a reopen finds every
-/// acknowledged write.
 /// A store poisoned by a panicking compactor still flushes its active journal when it is
 /// dropped, so the writes it acknowledged survive a power loss afterwards (a panic is not a
 /// failed flush; the drop used to skip its flush for any poison). One poisoned by a failed
@@ -798,6 +795,9 @@ fn a_store_poisoned_by_a_panic_still_flushes_when_dropped() {
     }
 }
 
+/// A compactor that panics poisons the store: the `compact()` that ran it and every later
+/// write get `Poisoned` and change nothing, reads go on, and a reopen finds every
+/// acknowledged write.
 #[test]
 fn a_panicking_compactor_poisons_the_store() {
     let disk = MemBackend::new();

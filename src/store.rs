@@ -215,8 +215,9 @@ impl KVStore {
             .store(opened.inactive.capacity() as u64, Ordering::Relaxed);
         let active = Arc::new(opened.active);
         let trigger = hwm_pos(&config, active.capacity());
-        // A journal opened above its mark crossed it before this open (and fired the callback
-        // then, in the process that wrote it): not again at the first write.
+        // A journal opened above its mark starts above it, like a generation after a swap that
+        // starts above its mark: no callback for it (it crossed the mark before this open, or
+        // the mark was set lower since).
         let hwm_fired = if active.end() > trigger {
             active.generation()
         } else {

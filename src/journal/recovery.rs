@@ -348,8 +348,6 @@ fn elect(
     replay(winner, loser, generation, notes, decode, min_len)
 }
 
-/// A generation at least `min` whose records, starting at the first record position, include
-/// its commit marker: proof the file held a complete journal of that generation.
 /// The generation a file's records prove, for a file that may be elected on them: one with a
 /// valid `PENDING` header only if they prove that very generation (its compaction wrote the
 /// commit marker and its `COMMITTED` header did not reach the disk). Otherwise its records
@@ -363,6 +361,8 @@ fn proven_unless_pending(c: &mut Candidate) -> Option<u64> {
     }
 }
 
+/// A generation at least `min` whose records, starting at the first record position, include
+/// its commit marker: proof the file held a complete journal of that generation.
 fn proven_generation(c: &mut Candidate, min: u64) -> Option<u64> {
     c.with_bytes(|bytes| proven_in(bytes, min))
 }

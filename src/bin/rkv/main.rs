@@ -427,7 +427,6 @@ fn read_input(file: &Path) -> Result<String, Failure> {
     }
 }
 
-/// Every member of every JSON object in `text`, as one batch, and how many there were.
 /// What a write of `key` = `value` would refuse whatever the store (its key, or a value the
 /// codec cannot encode), refused before any store is opened or created.
 fn check_entry(key: &str, value: &Value) -> Result<(), Failure> {
@@ -438,6 +437,7 @@ fn check_entry(key: &str, value: &Value) -> Result<(), Failure> {
     }
 }
 
+/// Every member of every JSON object in `text`, as one batch, and how many there were.
 fn parse_entries(text: &str, file: &Path) -> Result<(Batch, usize), Failure> {
     let mut batch = Batch::new();
     let mut entries = 0;
