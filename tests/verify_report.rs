@@ -4,24 +4,29 @@
 use resilient_kv::verify::verify;
 use resilient_kv::{KVStore, Value};
 
-#[test]
-fn a_fallback_to_the_older_journal_is_reported_on_the_damaged_newer_file_at_its_offset() {
+/// A closed store at `<dir>/store` with 64 KiB journals: `keys` keys written with `value`,
+/// then compacted. The new generation's snapshot and commit marker go to the other file; the
+/// older journal stays whole until the next compaction.
+fn compacted_store(
+    keys: i64,
+    value: impl Fn(i64) -> Value,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("store");
-    {
-        let store = KVStore::builder(&base)
-            .buffer_size(64 * 1024)
-            .open()
-            .unwrap();
-        for i in 0..100 {
-            store
-                .insert(format!("key{i:03}"), Value::Integer(i))
-                .unwrap();
-        }
-        // The new generation's snapshot and commit marker go to the other file; the older
-        // journal stays whole until the next compaction.
-        store.compact().unwrap();
+    let store = KVStore::builder(&base)
+        .buffer_size(64 * 1024)
+        .open()
+        .unwrap();
+    for i in 0..keys {
+        store.insert(format!("key{i:03}"), value(i)).unwrap();
     }
+    store.compact().unwrap();
+    (dir, base)
+}
+
+#[test]
+fn a_fallback_to_the_older_journal_is_reported_on_the_damaged_newer_file_at_its_offset() {
+    let (_dir, base) = compacted_store(100, Value::Integer);
     let before = verify(&base).unwrap();
     let newer = before.files.iter().position(|f| f.elected).unwrap();
     assert!(
@@ -101,20 +106,7 @@ fn a_live_store_being_written_verifies_clean() {
 /// that wrote some of its pages back and not others) is not damage: the store verifies clean.
 #[test]
 fn a_hole_in_a_pending_file_is_not_damage() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("store");
-    {
-        let store = KVStore::builder(&base)
-            .buffer_size(64 * 1024)
-            .open()
-            .unwrap();
-        for i in 0..300 {
-            store
-                .insert(format!("key{i:03}"), Value::from("v".repeat(100)))
-                .unwrap();
-        }
-        store.compact().unwrap();
-    }
+    let (_dir, base) = compacted_store(300, |_| Value::from("v".repeat(100)));
     let before = verify(&base).unwrap();
     assert_eq!(
         before.status,
