@@ -408,6 +408,7 @@ fn compact_into(
             capacity,
             room_end: capacity - new_active.reserve(),
             floor: earliest_start(bytes_after, hwm, capacity),
+            copied_keys: keys_at_start,
             live_keys: usize::try_from(live_keys).unwrap_or(usize::MAX),
         };
         let now = Instant::now();
