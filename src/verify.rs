@@ -14,10 +14,10 @@
 //! election rules.
 
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::Result;
 use crate::bonjson::DecodeOptions;
 use crate::journal::copied::CopiedBackend;
 use crate::journal::format::{
@@ -27,7 +27,6 @@ use crate::journal::format::{
 use crate::journal::recovery::{self, Note, Tail};
 use crate::journal::storage::Slot;
 use crate::options::MIN_BUFFER_SIZE;
-use crate::{Error, Result};
 
 /// The overall verdict of [`verify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,18 +191,7 @@ pub fn verify(base: impl AsRef<Path>) -> Result<VerifyReport> {
     let take = || {
         let (a, b) = crate::journal::copied::read_both(&base, &paths)?;
         if a.is_none() && b.is_none() {
-            return Err(Error::Io {
-                op: "read",
-                path: base.clone(),
-                source: io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!(
-                        "no store: neither {} nor {} exists",
-                        paths[0].display(),
-                        paths[1].display()
-                    ),
-                ),
-            });
+            return Err(crate::journal::copied::no_store(&base, &paths));
         }
         let [path_a, path_b] = paths.clone();
         let files = [(path_a, a), (path_b, b)].map(|(path, bytes)| File::new(path, bytes));

@@ -144,6 +144,22 @@ pub(crate) fn read_both(base: &Path, paths: &[PathBuf; 2]) -> Result<(Contents, 
     })
 }
 
+/// The error for a store neither of whose files exists (`NotFound`).
+pub(crate) fn no_store(base: &Path, paths: &[PathBuf; 2]) -> Error {
+    Error::Io {
+        op: "read",
+        path: base.to_path_buf(),
+        source: io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no store: neither {} nor {} exists",
+                paths[0].display(),
+                paths[1].display()
+            ),
+        ),
+    }
+}
+
 /// The first `HEADER_USED` bytes of a file (fewer if it is shorter), `None` if it is missing.
 fn read_header(path: &Path) -> Result<Option<Vec<u8>>> {
     use std::io::Read;
@@ -167,9 +183,7 @@ impl CopiedBackend {
     pub(crate) fn load(base: &Path) -> Result<Self> {
         let paths = [Slot::A.path(base), Slot::B.path(base)];
         match read_both(base, &paths)? {
-            (None, None) => Err(io_err("open", &paths[0])(std::io::Error::from(
-                std::io::ErrorKind::NotFound,
-            ))),
+            (None, None) => Err(no_store(base, &paths)),
             (a, b) => Ok(CopiedBackend::from_bytes(
                 base,
                 a.unwrap_or_default(),

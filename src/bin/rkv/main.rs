@@ -264,8 +264,11 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             create,
         } => {
             let value = parse_value(&json)?;
-            // Refused before the open, which may create the store.
-            check_entry(&key, &value)?;
+            if create {
+                // Refused before the open, which may create the store (without `--create` the
+                // write itself refuses it, and changes nothing).
+                check_entry(&key, &value)?;
+            }
             let store = open_writer(&base, create)?;
             store.insert(key, value)?;
             store.sync()?;
@@ -293,7 +296,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Load { base, file, create } => {
             let text = read_input(&file)?;
-            let (batch, entries) = parse_entries(&text, &file)?;
+            let (batch, entries) = parse_entries(&text, &file, create)?;
             let store = open_writer(&base, create)?;
             store.write_batch(batch)?;
             store.sync()?;
@@ -438,7 +441,9 @@ fn check_entry(key: &str, value: &Value) -> Result<(), Failure> {
 }
 
 /// Every member of every JSON object in `text`, as one batch, and how many there were.
-fn parse_entries(text: &str, file: &Path) -> Result<(Batch, usize), Failure> {
+/// With `check`, each entry is also checked as a write would check it (before an open that
+/// may create the store; otherwise the batch's write refuses it, and changes nothing).
+fn parse_entries(text: &str, file: &Path, check: bool) -> Result<(Batch, usize), Failure> {
     let mut batch = Batch::new();
     let mut entries = 0;
     let items = json::parse_stream(text)
@@ -457,8 +462,9 @@ fn parse_entries(text: &str, file: &Path) -> Result<(Batch, usize), Failure> {
         };
         // Members of one object have distinct keys, so their order does not matter.
         for (key, value) in members {
-            // Refused before the open, which may create the store.
-            check_entry(&key, &value)?;
+            if check {
+                check_entry(&key, &value)?;
+            }
             batch.insert(key, value);
             entries += 1;
         }
