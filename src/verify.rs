@@ -165,10 +165,11 @@ impl VerifyReport {
 /// opening it: no lock is taken and nothing is written, so this works while another process
 /// has the store open.
 ///
-/// Fails only if the files cannot be read: with an [`Error::Io`] whose source is
-/// [`io::ErrorKind::NotFound`] if neither file exists, or [`io::ErrorKind::ResourceBusy`] if a
-/// writer's compactions switched the files during every copy for two seconds. Damage, and
-/// files that no store could open, are reported in the [`VerifyReport`].
+/// Fails only if the files cannot be read: with an [`Error::Io`](crate::Error::Io) whose
+/// source is [`std::io::ErrorKind::NotFound`] if neither file exists, or
+/// [`std::io::ErrorKind::ResourceBusy`] if a writer's compactions switched the files during
+/// every copy for two seconds. Damage, and files that no store could open, are reported in
+/// the [`VerifyReport`].
 ///
 /// ```
 /// # fn main() -> resilient_kv::Result<()> {
