@@ -550,13 +550,15 @@ fn recover_copied(base: &Path) -> Result<recovery::Opened> {
                 Tail::Damaged { offset, .. } => Some(offset),
                 _ => None,
             };
-            (offset.is_some() || !opened.notes.is_empty()).then(|| {
+            // A header the copy caught half written (`cut_short`) is no damage.
+            let notes: Vec<_> = (opened.notes.iter())
+                .filter(|note| !note.cut_short)
+                .map(|note| (note.path.clone(), note.offset, note.detail.clone()))
+                .collect();
+            (offset.is_some() || !notes.is_empty()).then(|| {
                 let generation = opened.active.generation();
                 // Where damage is, not how much lies beyond it: a live writer appending after
                 // real damage makes that grow from copy to copy.
-                let notes: Vec<_> = (opened.notes.iter())
-                    .map(|note| (note.path.clone(), note.offset, note.detail.clone()))
-                    .collect();
                 (generation, offset, notes)
             })
         })?;
@@ -581,8 +583,10 @@ fn map_of(entries: Vec<crate::journal::replay::Entry>) -> Map {
 
 fn loss_events(active: &Journal, tail: &Tail, notes: &[Note]) -> Vec<Event> {
     let path = active.storage().path().to_path_buf();
+    // A write cut short lost nothing (the journal is rewritten all the same).
     let mut events: Vec<Event> = notes
         .iter()
+        .filter(|note| !note.cut_short)
         .map(|note| Event::DataLoss {
             path: note.path.clone(),
             offset: note.offset as u64,

@@ -67,6 +67,11 @@ pub enum HeaderState {
     Pending,
     /// A complete journal of its generation.
     Committed,
+    /// Part `PENDING`, part `COMMITTED` header of the generation whose commit marker the
+    /// records hold: a copy taken while a writer stored its commit header, or a writer killed
+    /// within that store. Nothing is lost (the records prove the commit) and opening the store
+    /// writes a new generation over it.
+    HalfCommitted,
     /// A valid header with an unknown state value.
     UnknownState(u32),
     /// Written by a newer format version than this library reads.
@@ -81,6 +86,7 @@ impl fmt::Display for HeaderState {
             HeaderState::Damaged => f.write_str("damaged"),
             HeaderState::Pending => f.write_str("pending"),
             HeaderState::Committed => f.write_str("committed"),
+            HeaderState::HalfCommitted => f.write_str("committed, header half written"),
             HeaderState::UnknownState(s) => write!(f, "unknown state 0x{s:08x}"),
             HeaderState::UnsupportedVersion(v) => write!(f, "unsupported format version {v}"),
         }
@@ -417,6 +423,10 @@ fn report(file: &File, election: Option<&Election>, notes: &[Note], near: u64) -
         elected: election.is_some(),
     };
     for note in notes.iter().filter(|note| note.path == file.path) {
+        if note.cut_short {
+            report.header = HeaderState::HalfCommitted;
+            continue;
+        }
         report.damage.push(Damage {
             offset: note.offset as u64,
             lost_bytes: note.lost_bytes as u64,

@@ -85,6 +85,44 @@ pub(crate) fn encode_header(header: &Header) -> [u8; HEADER_USED] {
     out
 }
 
+/// Whether the header region `bytes` holds, byte for byte, either the `PENDING` or the
+/// `COMMITTED` header of `generation`: what a reader sees while a commit's single store
+/// of the header is half done (the two differ only in the state and the checksum), and what a
+/// writer killed within that store leaves. A power loss cannot leave it (a sector is written
+/// whole), and the open of such a file checks its records for the commit before it trusts it.
+pub(crate) fn commit_half_written(bytes: &[u8], generation: u64) -> bool {
+    let [pending, committed] = [STATE_PENDING, STATE_COMMITTED].map(|state| {
+        encode_header(&Header {
+            version: FORMAT_VERSION,
+            state,
+            generation,
+        })
+    });
+    bytes.get(..HEADER_USED).is_some_and(|bytes| {
+        (bytes.iter().zip(pending.iter().zip(committed.iter())))
+            .all(|(&b, (&p, &c))| b == p || b == c)
+    })
+}
+
+/// Whether each byte of the header region `bytes` is zero or that of the `PENDING` header of
+/// the generation its generation field names: a `PENDING` header caught half written over a
+/// header page never written before (zeros). The header is stored in one copy, which a reader
+/// can catch between its two halves: the first half leaves the generation and the checksum
+/// zero, the second half leaves the magic and the version zero.
+pub(crate) fn pending_half_written(bytes: &[u8]) -> bool {
+    let Some(generation) = read_u64(bytes, GENERATION_OFFSET) else {
+        return false;
+    };
+    let pending = encode_header(&Header {
+        version: FORMAT_VERSION,
+        state: STATE_PENDING,
+        generation,
+    });
+    bytes
+        .get(..HEADER_USED)
+        .is_some_and(|bytes| (bytes.iter().zip(pending.iter())).all(|(&b, &p)| b == 0 || b == p))
+}
+
 pub(crate) fn decode_header(bytes: &[u8]) -> HeaderRead {
     let Some(bytes) = bytes.get(..HEADER_USED) else {
         return HeaderRead::Invalid;

@@ -58,6 +58,9 @@ pub(crate) struct Note {
     pub(crate) lost_bytes: usize,
     /// A sentence saying what happened.
     pub(crate) detail: String,
+    /// A write cut short, not damage: nothing was lost and nothing is reported, but the open
+    /// still rewrites the journal (a header caught half written, `commit_half_written`).
+    pub(crate) cut_short: bool,
 }
 
 impl Note {
@@ -67,7 +70,34 @@ impl Note {
             offset: 0,
             lost_bytes: 0,
             detail,
+            cut_short: false,
         }
+    }
+
+    /// The note on a file elected on its records, which prove generation `g`, whose header
+    /// is not valid.
+    fn header_recovered(c: &Candidate, g: u64) -> Self {
+        let path = c.storage.path();
+        if format::commit_half_written(&c.bytes, g) {
+            return Note {
+                cut_short: true,
+                ..Note::whole_file(
+                    path,
+                    format!(
+                        "{}: the commit header of generation {g} is half written (part \
+                         PENDING, part COMMITTED); its records hold the commit",
+                        path.display()
+                    ),
+                )
+            };
+        }
+        Note::whole_file(
+            path,
+            format!(
+                "{}: damaged header; generation {g} recovered from its records",
+                path.display()
+            ),
+        )
     }
 }
 
@@ -276,13 +306,7 @@ fn elect(
                     [None, None] => None,
                 };
                 if let Some((w, mut l, g)) = found {
-                    notes.push(Note::whole_file(
-                        w.storage.path(),
-                        format!(
-                            "{}: damaged header; generation {g} recovered from its records",
-                            w.storage.path().display()
-                        ),
-                    ));
+                    notes.push(Note::header_recovered(&w, g));
                     if !matches!(l.header, HeaderRead::Valid(_)) && has_records_region(&mut l)? {
                         notes.push(Note::whole_file(
                             l.storage.path(),
@@ -323,16 +347,14 @@ fn elect(
     if header_damaged(&mut loser)? {
         loser.examine_whole();
         if let Some(g) = proven_generation(&mut loser, generation + 1) {
-            notes.push(Note::whole_file(
-                loser.storage.path(),
-                format!(
-                    "{}: damaged header; generation {g} recovered from its records",
-                    loser.storage.path().display()
-                ),
-            ));
+            notes.push(Note::header_recovered(&loser, g));
             return replay(loser, winner, g, notes, decode, min_len);
         }
-        if proven_generation(&mut loser, 1).is_none() {
+        // The first compaction into a file never written before, its `PENDING` header caught
+        // half written (by a copy of a live store): nothing was lost.
+        let blank_begin =
+            format::pending_half_written(&loser.bytes) && !has_records_region(&mut loser)?;
+        if proven_generation(&mut loser, 1).is_none() && !blank_begin {
             // Records nobody can vouch for (header and first record both damaged): they may
             // have been the newest data, so say so rather than drop them silently.
             notes.push(Note::whole_file(
@@ -477,6 +499,7 @@ fn replay(
                         replayed.end,
                         loser.storage.path().display()
                     ),
+                    cut_short: false,
                 });
                 return build(
                     loser,
@@ -501,6 +524,7 @@ fn replay(
                 winner.storage.path().display(),
                 replayed.end
             ),
+            cut_short: false,
         });
     }
     build(

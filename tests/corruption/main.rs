@@ -96,6 +96,7 @@ const GENERATION_OFFSET: usize = 16;
 const HEADER_CRC_OFFSET: usize = 24;
 const MAGIC: &[u8; 8] = b"RKVJRNL\x01";
 const STATE_COMMITTED: u32 = 0x434f_4d54;
+const STATE_PENDING: u32 = 0x5045_4e44;
 const OP_PUT: u8 = 1;
 const OP_BATCH: u8 = 3;
 const OP_COMMIT: u8 = 4;

@@ -6,7 +6,10 @@ use resilient_kv::{Error, KVStore, Value};
 
 use crate::fixture::{header, open_at, scratch, walk};
 use crate::headers::set_version;
-use crate::{BUFFER, FRAME_SIZE, HEADER_SIZE, NAMES};
+use crate::{
+    BUFFER, FRAME_SIZE, GENERATION_OFFSET, HEADER_CRC_OFFSET, HEADER_SIZE, HEADER_USED, NAMES,
+    STATE_OFFSET, STATE_PENDING,
+};
 
 /// The index (into `NAMES`) and generation of the newest committed journal in `work`.
 fn newest(work: &Path) -> (usize, u64) {
@@ -176,6 +179,107 @@ fn a_zeroed_header_and_first_frame_do_not_hide_the_newest_journal_silently() {
         store.get("after").unwrap().is_some() || store.stats().data_loss_events > 0,
         "`after` lost without a DataLoss report; its record is intact"
     );
+}
+
+/// The newest journal's header as a compaction's commit leaves it when the copy that reads
+/// it catches the store of the `COMMITTED` header half done: its first 16 bytes new, the rest
+/// (state and checksum) still the `PENDING` header's of the same generation. `then` changes
+/// it further.
+fn commit_caught_half_written(work: &Path, then: impl FnOnce(&mut Vec<u8>)) -> u64 {
+    let (file, generation) = newest(work);
+    damage(work, file, |bytes| {
+        let committed = bytes[..HEADER_USED].to_vec();
+        bytes[STATE_OFFSET..STATE_OFFSET + 4].copy_from_slice(&STATE_PENDING.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..HEADER_CRC_OFFSET]);
+        bytes[HEADER_CRC_OFFSET..HEADER_USED].copy_from_slice(&crc.to_le_bytes());
+        bytes[..16].copy_from_slice(&committed[..16]);
+        assert_eq!(header(bytes), None, "the mix must fail its checksum");
+        then(bytes);
+    });
+    generation
+}
+
+/// What `ten_keys_compacted_then_one_more` wrote.
+fn holds_ten_keys_and_after(store: &KVStore) -> bool {
+    (0..10).all(|i| store.get(&format!("k{i}")).unwrap() == int(i))
+        && store.get("after").unwrap() == int(10)
+        && store.len() == 11
+}
+
+/// A read-only open (or `verify`) of a live store can copy the newest journal while the
+/// compactor is storing its `COMMITTED` header over the `PENDING` one, and a writer killed
+/// within that store leaves the same bytes. Its records hold the generation's commit marker,
+/// so nothing is lost: it is a commit cut short, like a torn record, not damage, and no open
+/// reports data loss for it (CI saw a read-only refresh report one:
+/// `refresh_during_a_compaction_storm_sees_only_whole_states`). A writable open still writes
+/// a new generation over it. A header that is not such a mix is still reported.
+#[test]
+fn a_commit_header_caught_half_written_is_not_reported_as_loss() {
+    let dir = scratch();
+    let work = dir.path();
+    ten_keys_compacted_then_one_more(work);
+    let generation = commit_caught_half_written(work, |_| {});
+    let reader = KVStore::open_read_only(work.join("store")).unwrap();
+    assert_eq!(reader.stats().data_loss_events, 0);
+    assert!(holds_ten_keys_and_after(&reader));
+    drop(reader);
+    let report = resilient_kv::verify::verify(work.join("store")).unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!(
+        report.elected().map(|f| f.header),
+        Some(resilient_kv::verify::HeaderState::HalfCommitted)
+    );
+    let store = open_at(work, BUFFER).unwrap();
+    assert_eq!(store.stats().data_loss_events, 0);
+    assert!(holds_ten_keys_and_after(&store));
+    drop(store);
+    assert!(newest(work).1 > generation, "the header was not rewritten");
+
+    // The control: one byte of the generation that neither header has.
+    let dir = scratch();
+    let work = dir.path();
+    ten_keys_compacted_then_one_more(work);
+    commit_caught_half_written(work, |bytes| bytes[GENERATION_OFFSET + 7] ^= 0x40);
+    let reader = KVStore::open_read_only(work.join("store")).unwrap();
+    assert_eq!(reader.stats().data_loss_events, 1);
+    assert!(holds_ten_keys_and_after(&reader));
+    drop(reader);
+    let report = resilient_kv::verify::verify(work.join("store")).unwrap();
+    assert!(!report.is_clean(), "{report:#?}");
+}
+
+/// The first compaction's `PENDING` header caught half written in the second file, which
+/// was never written before: no records lie behind it, so nothing was lost and no open says
+/// otherwise (a read-only copy of a live store saw this, with the header's store slowed).
+#[test]
+fn a_half_written_header_over_a_blank_file_is_not_reported_as_loss() {
+    // Either half of the header's copy may land first.
+    for half in [0..16, 12..HEADER_USED] {
+        let dir = scratch();
+        let work = dir.path();
+        {
+            let store = open_at(work, BUFFER).unwrap();
+            store.insert("k".into(), Value::Integer(1)).unwrap();
+        }
+        let first = std::fs::read(work.join(NAMES[0])).unwrap();
+        assert_eq!(header(&first).map(|h| h.2), Some(1));
+        damage(work, 1, |bytes| {
+            assert!(bytes.iter().all(|&b| b == 0), "the second file was written");
+            let mut pending = first[..HEADER_USED].to_vec();
+            pending[STATE_OFFSET..STATE_OFFSET + 4].copy_from_slice(&STATE_PENDING.to_le_bytes());
+            pending[GENERATION_OFFSET..GENERATION_OFFSET + 8].copy_from_slice(&2_u64.to_le_bytes());
+            let crc = crc32c::crc32c(&pending[..HEADER_CRC_OFFSET]);
+            pending[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+            bytes[half.clone()].copy_from_slice(&pending[half.clone()]);
+        });
+        let reader = KVStore::open_read_only(work.join("store")).unwrap();
+        assert_eq!(reader.stats().data_loss_events, 0, "{half:?}");
+        assert_eq!(reader.get("k").unwrap(), int(1));
+        drop(reader);
+        let store = open_at(work, BUFFER).unwrap();
+        assert_eq!(store.stats().data_loss_events, 0, "{half:?}");
+        assert_eq!(store.get("k").unwrap(), int(1));
+    }
 }
 
 /// A refused open writes nothing (format.md, "Opening", rules 1 and 4), but the files are
