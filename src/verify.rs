@@ -67,11 +67,12 @@ pub enum HeaderState {
     Pending,
     /// A complete journal of its generation.
     Committed,
-    /// Part `PENDING`, part `COMMITTED` header of the generation whose commit marker the
-    /// records hold: a copy taken while a writer stored its commit header, or a writer killed
-    /// within that store. Nothing is lost (the records prove the commit) and opening the store
-    /// writes a new generation over it.
-    HalfCommitted,
+    /// A header caught half written over the one before it (by a copy taken while a writer
+    /// stored it, or left by a writer killed within that store): the `COMMITTED` header
+    /// over the `PENDING` one of the generation whose commit marker the records hold, or a
+    /// first `PENDING` header over zeros in a file with nothing after it. Nothing is lost;
+    /// the next writable open compacts into a new generation.
+    HalfWritten,
     /// A valid header with an unknown state value.
     UnknownState(u32),
     /// Written by a newer format version than this library reads.
@@ -86,7 +87,7 @@ impl fmt::Display for HeaderState {
             HeaderState::Damaged => f.write_str("damaged"),
             HeaderState::Pending => f.write_str("pending"),
             HeaderState::Committed => f.write_str("committed"),
-            HeaderState::HalfCommitted => f.write_str("committed, header half written"),
+            HeaderState::HalfWritten => f.write_str("half written (nothing lost)"),
             HeaderState::UnknownState(s) => write!(f, "unknown state 0x{s:08x}"),
             HeaderState::UnsupportedVersion(v) => write!(f, "unsupported format version {v}"),
         }
@@ -424,7 +425,7 @@ fn report(file: &File, election: Option<&Election>, notes: &[Note], near: u64) -
     };
     for note in notes.iter().filter(|note| note.path == file.path) {
         if note.cut_short {
-            report.header = HeaderState::HalfCommitted;
+            report.header = HeaderState::HalfWritten;
             continue;
         }
         report.damage.push(Damage {

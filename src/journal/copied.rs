@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::format::HEADER_USED;
+use super::format::{self, HEADER_USED};
 use super::storage::{Backend, Slot, Storage};
 use crate::error::io_err;
 use crate::{Error, Result};
@@ -124,8 +124,24 @@ pub(crate) type Contents = Option<Vec<u8>>;
 /// Reads both files (`None` for a missing one). A writer may compact while they are read: if
 /// either header changed by the time both are read, they are read again, so the two copies
 /// come from one stretch of time without a switch (within it, the elected file only grows by
-/// appends, which the checksums cut cleanly).
+/// appends, which the checksums cut cleanly). A header that does not decode is read again for
+/// up to [`HALF_STORED_PATIENCE`]: it may be one the writer is storing.
 pub(crate) fn read_both(base: &Path, paths: &[PathBuf; 2]) -> Result<(Contents, Contents)> {
+    read_both_within(base, paths, HALF_STORED_PATIENCE)
+}
+
+/// How long copies are taken again while a header does not decode. A header is stored with
+/// one copy (`Journal::write_header`), and a writer's thread preempted between that copy's
+/// stores leaves it half done, for a scheduler's time slice or a little more; a header still
+/// invalid after this is believed. (`format::commit_half_written` recognises the commonest
+/// half-done header as such even when it outlasts this.)
+const HALF_STORED_PATIENCE: Duration = Duration::from_millis(100);
+
+fn read_both_within(
+    base: &Path,
+    paths: &[PathBuf; 2],
+    header_patience: Duration,
+) -> Result<(Contents, Contents)> {
     let read = |path: &PathBuf| match std::fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -136,11 +152,23 @@ pub(crate) fn read_both(base: &Path, paths: &[PathBuf; 2]) -> Result<(Contents, 
             .as_ref()
             .map(|b| b.get(..HEADER_USED).unwrap_or(b).to_vec())
     };
+    // A file too short to hold a header was not being given one.
+    let invalid = |header: &Option<Vec<u8>>| {
+        header.as_ref().is_some_and(|h| {
+            h.len() == HEADER_USED && format::decode_header(h) == format::HeaderRead::Invalid
+        })
+    };
+    let started = Instant::now();
     let [path_a, path_b] = paths;
     copy_consistently(base, || {
         let (a, b) = (read(path_a)?, read(path_b)?);
         let again = (read_header(path_a)?, read_header(path_b)?);
-        Ok(((header(&a), header(&b)) == again).then_some((a, b)))
+        if (header(&a), header(&b)) != again {
+            return Ok(None);
+        }
+        let settled =
+            !(invalid(&again.0) || invalid(&again.1)) || started.elapsed() >= header_patience;
+        Ok(settled.then_some((a, b)))
     })
 }
 
@@ -351,6 +379,47 @@ mod tests {
         // Agreement only counts between neighbours.
         let back = [(1, Some(1)), (2, Some(2)), (3, Some(1)), (4, Some(1))];
         assert_eq!(settle(&back), ((4, true), 4));
+    }
+
+    /// A header that does not decode is read again: one a writer is storing is seen whole
+    /// once stored, and one that stays invalid is taken as it is once the patience is spent.
+    #[cfg(unix)]
+    #[test]
+    fn a_header_that_does_not_decode_is_read_again() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("app");
+        let paths = [Slot::A.path(&base), Slot::B.path(&base)];
+        let good = format::encode_header(&format::Header {
+            version: format::FORMAT_VERSION,
+            state: format::STATE_COMMITTED,
+            generation: 3,
+        });
+        let mut half = vec![0_u8; 8192];
+        half[..16].copy_from_slice(&good[..16]);
+        assert_eq!(format::decode_header(&half), format::HeaderRead::Invalid);
+        std::fs::write(&paths[0], &half).unwrap();
+        std::fs::write(&paths[1], vec![0_u8; 8192]).unwrap();
+
+        let storer = {
+            let path = paths[0].clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+                file.write_at(&good, 0).unwrap();
+            })
+        };
+        let (a, _) = read_both_within(&base, &paths, Duration::from_secs(1)).unwrap();
+        storer.join().unwrap();
+        assert_eq!(&a.unwrap()[..HEADER_USED], &good[..]);
+
+        // Invalid for good: after the patience, the copy as it is (not an error).
+        let damaged = half;
+        std::fs::write(&paths[0], &damaged).unwrap();
+        let started = Instant::now();
+        let (a, _) = read_both_within(&base, &paths, Duration::from_millis(30)).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert_eq!(a.unwrap(), damaged);
     }
 
     /// Copies that never come out consistent end in a typed error, not in a copy used anyway;

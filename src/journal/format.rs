@@ -85,11 +85,31 @@ pub(crate) fn encode_header(header: &Header) -> [u8; HEADER_USED] {
     out
 }
 
-/// Whether the header region `bytes` holds, byte for byte, either the `PENDING` or the
-/// `COMMITTED` header of `generation`: what a reader sees while a commit's single store
-/// of the header is half done (the two differ only in the state and the checksum), and what a
-/// writer killed within that store leaves. A power loss cannot leave it (a sector is written
-/// whole), and the open of such a file checks its records for the commit before it trusts it.
+/// The header's fields, where they lie.
+const HEADER_FIELDS: [std::ops::Range<usize>; 5] = [
+    MAGIC_OFFSET..VERSION_OFFSET,
+    VERSION_OFFSET..STATE_OFFSET,
+    STATE_OFFSET..GENERATION_OFFSET,
+    GENERATION_OFFSET..HEADER_CRC_OFFSET,
+    HEADER_CRC_OFFSET..HEADER_USED,
+];
+
+/// Whether the header region `bytes` is not a valid header but each of its fields is whole
+/// and is that of `old` or of `new`: `new` stored over `old` and seen half done. A header is
+/// stored with one copy, which a reader can catch between its stores (a thread preempted
+/// there leaves it so for milliseconds), and which a writer killed within it leaves. A power
+/// loss cannot (a sector is written whole). Fields are compared whole, so a flipped bit
+/// never passes for it: the two states, and the two checksums, differ in many bits.
+fn half_written(bytes: &[u8], old: &[u8; HEADER_USED], new: &[u8; HEADER_USED]) -> bool {
+    decode_header(bytes) == HeaderRead::Invalid
+        && HEADER_FIELDS.iter().all(|field| {
+            let seen = bytes.get(field.clone());
+            seen == old.get(field.clone()) || seen == new.get(field.clone())
+        })
+}
+
+/// A commit caught half done: the `COMMITTED` header of `generation` stored over its
+/// `PENDING` one (they differ in the state and the checksum).
 pub(crate) fn commit_half_written(bytes: &[u8], generation: u64) -> bool {
     let [pending, committed] = [STATE_PENDING, STATE_COMMITTED].map(|state| {
         encode_header(&Header {
@@ -98,18 +118,12 @@ pub(crate) fn commit_half_written(bytes: &[u8], generation: u64) -> bool {
             generation,
         })
     });
-    bytes.get(..HEADER_USED).is_some_and(|bytes| {
-        (bytes.iter().zip(pending.iter().zip(committed.iter())))
-            .all(|(&b, (&p, &c))| b == p || b == c)
-    })
+    half_written(bytes, &pending, &committed)
 }
 
-/// Whether each byte of the header region `bytes` is zero or that of the `PENDING` header of
-/// the generation its generation field names: a `PENDING` header caught half written over a
-/// header page never written before (zeros). The header is stored in one copy, which a reader
-/// can catch between its two halves: the first half leaves the generation and the checksum
-/// zero, the second half leaves the magic and the version zero.
-pub(crate) fn pending_half_written(bytes: &[u8]) -> bool {
+/// A first header caught half done: the `PENDING` header of the generation the generation
+/// field names stored over a header page never written (zeros).
+pub(crate) fn pending_half_written_over_zeros(bytes: &[u8]) -> bool {
     let Some(generation) = read_u64(bytes, GENERATION_OFFSET) else {
         return false;
     };
@@ -118,9 +132,7 @@ pub(crate) fn pending_half_written(bytes: &[u8]) -> bool {
         state: STATE_PENDING,
         generation,
     });
-    bytes
-        .get(..HEADER_USED)
-        .is_some_and(|bytes| (bytes.iter().zip(pending.iter())).all(|(&b, &p)| b == 0 || b == p))
+    half_written(bytes, &[0; HEADER_USED], &pending)
 }
 
 pub(crate) fn decode_header(bytes: &[u8]) -> HeaderRead {

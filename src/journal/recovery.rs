@@ -58,8 +58,9 @@ pub(crate) struct Note {
     pub(crate) lost_bytes: usize,
     /// A sentence saying what happened.
     pub(crate) detail: String,
-    /// A write cut short, not damage: nothing was lost and nothing is reported, but the open
-    /// still rewrites the journal (a header caught half written, `commit_half_written`).
+    /// A write cut short, not damage: nothing was lost and nothing is reported, but a
+    /// writable open still rewrites the journal (a header caught half written:
+    /// `format::commit_half_written`, `format::pending_half_written_over_zeros`).
     pub(crate) cut_short: bool,
 }
 
@@ -74,22 +75,19 @@ impl Note {
         }
     }
 
-    /// The note on a file elected on its records, which prove generation `g`, whose header
-    /// is not valid.
+    /// The note on a file elected on its records, which prove generation `g`, over a header
+    /// that does not say so.
     fn header_recovered(c: &Candidate, g: u64) -> Self {
         let path = c.storage.path();
         if format::commit_half_written(&c.bytes, g) {
-            return Note {
-                cut_short: true,
-                ..Note::whole_file(
-                    path,
-                    format!(
-                        "{}: the commit header of generation {g} is half written (part \
-                         PENDING, part COMMITTED); its records hold the commit",
-                        path.display()
-                    ),
-                )
-            };
+            return Note::cut_short(
+                path,
+                format!(
+                    "{}: the COMMITTED header of generation {g} is half written over its \
+                     PENDING one; its records hold the commit, nothing was lost",
+                    path.display()
+                ),
+            );
         }
         Note::whole_file(
             path,
@@ -98,6 +96,14 @@ impl Note {
                 path.display()
             ),
         )
+    }
+
+    /// A write cut short that lost nothing.
+    fn cut_short(path: &std::path::Path, detail: String) -> Self {
+        Note {
+            cut_short: true,
+            ..Note::whole_file(path, detail)
+        }
     }
 }
 
@@ -350,21 +356,33 @@ fn elect(
             notes.push(Note::header_recovered(&loser, g));
             return replay(loser, winner, g, notes, decode, min_len);
         }
-        // The first compaction into a file never written before, its `PENDING` header caught
-        // half written (by a copy of a live store): nothing was lost.
-        let blank_begin =
-            format::pending_half_written(&loser.bytes) && !has_records_region(&mut loser)?;
-        if proven_generation(&mut loser, 1).is_none() && !blank_begin {
-            // Records nobody can vouch for (header and first record both damaged): they may
-            // have been the newest data, so say so rather than drop them silently.
-            notes.push(Note::whole_file(
-                loser.storage.path(),
-                format!(
-                    "{}: damaged header over records that could not be attributed to a \
-                     generation; they were not replayed",
-                    loser.storage.path().display()
-                ),
-            ));
+        if proven_generation(&mut loser, 1).is_none() {
+            let note = if format::pending_half_written_over_zeros(&loser.bytes)
+                && !has_records_region(&mut loser)?
+            {
+                // The first compaction into a file never written before, its `PENDING`
+                // header caught half written: nothing was there to lose.
+                Note::cut_short(
+                    loser.storage.path(),
+                    format!(
+                        "{}: a PENDING header is half written over a file never written \
+                         before; nothing was lost",
+                        loser.storage.path().display()
+                    ),
+                )
+            } else {
+                // Records nobody can vouch for (header and first record both damaged): they
+                // may have been the newest data, so say so rather than drop them silently.
+                Note::whole_file(
+                    loser.storage.path(),
+                    format!(
+                        "{}: damaged header over records that could not be attributed to a \
+                         generation; they were not replayed",
+                        loser.storage.path().display()
+                    ),
+                )
+            };
+            notes.push(note);
         }
     }
     replay(winner, loser, generation, notes, decode, min_len)

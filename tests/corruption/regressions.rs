@@ -181,10 +181,9 @@ fn a_zeroed_header_and_first_frame_do_not_hide_the_newest_journal_silently() {
     );
 }
 
-/// The newest journal's header as a compaction's commit leaves it when the copy that reads
-/// it catches the store of the `COMMITTED` header half done: its first 16 bytes new, the rest
-/// (state and checksum) still the `PENDING` header's of the same generation. `then` changes
-/// it further.
+/// The newest journal's header as a copy sees it when it catches the store of the
+/// `COMMITTED` header over the `PENDING` one half done: its first 16 bytes (up to the state)
+/// already stored, the checksum still the `PENDING` header's. `then` changes it further.
 fn commit_caught_half_written(work: &Path, then: impl FnOnce(&mut Vec<u8>)) -> u64 {
     let (file, generation) = newest(work);
     damage(work, file, |bytes| {
@@ -211,8 +210,8 @@ fn holds_ten_keys_and_after(store: &KVStore) -> bool {
 /// within that store leaves the same bytes. Its records hold the generation's commit marker,
 /// so nothing is lost: it is a commit cut short, like a torn record, not damage, and no open
 /// reports data loss for it (CI saw a read-only refresh report one:
-/// `refresh_during_a_compaction_storm_sees_only_whole_states`). A writable open still writes
-/// a new generation over it. A header that is not such a mix is still reported.
+/// `refresh_during_a_compaction_storm_sees_only_whole_states`). A writable open still compacts
+/// into a new generation. A header that is not such a mix is still reported.
 #[test]
 fn a_commit_header_caught_half_written_is_not_reported_as_loss() {
     let dir = scratch();
@@ -227,25 +226,44 @@ fn a_commit_header_caught_half_written_is_not_reported_as_loss() {
     assert!(report.is_clean(), "{report:#?}");
     assert_eq!(
         report.elected().map(|f| f.header),
-        Some(resilient_kv::verify::HeaderState::HalfCommitted)
+        Some(resilient_kv::verify::HeaderState::HalfWritten)
     );
     let store = open_at(work, BUFFER).unwrap();
     assert_eq!(store.stats().data_loss_events, 0);
     assert!(holds_ten_keys_and_after(&store));
     drop(store);
-    assert!(newest(work).1 > generation, "the header was not rewritten");
+    assert!(
+        newest(work).1 > generation,
+        "the open compacted into no newer generation"
+    );
 
-    // The control: one byte of the generation that neither header has.
-    let dir = scratch();
-    let work = dir.path();
-    ten_keys_compacted_then_one_more(work);
-    commit_caught_half_written(work, |bytes| bytes[GENERATION_OFFSET + 7] ^= 0x40);
-    let reader = KVStore::open_read_only(work.join("store")).unwrap();
-    assert_eq!(reader.stats().data_loss_events, 1);
-    assert!(holds_ten_keys_and_after(&reader));
-    drop(reader);
-    let report = resilient_kv::verify::verify(work.join("store")).unwrap();
-    assert!(!report.is_clean(), "{report:#?}");
+    // The controls: damage no half-done store leaves, one byte flipped in the generation of
+    // the mix, or one bit of a whole `COMMITTED` header's state ('T' to 'D').
+    let flip_generation = |bytes: &mut Vec<u8>| bytes[GENERATION_OFFSET + 7] ^= 0x40;
+    let flip_state = |bytes: &mut Vec<u8>| bytes[STATE_OFFSET] ^= 0x10;
+    for (mix, flip) in [
+        (true, &flip_generation as &dyn Fn(&mut Vec<u8>)),
+        (false, &flip_state),
+    ] {
+        let dir = scratch();
+        let work = dir.path();
+        ten_keys_compacted_then_one_more(work);
+        if mix {
+            commit_caught_half_written(work, flip);
+        } else {
+            let (file, _) = newest(work);
+            damage(work, file, |bytes| {
+                flip(bytes);
+                assert_eq!(header(bytes), None);
+            });
+        }
+        let reader = KVStore::open_read_only(work.join("store")).unwrap();
+        assert_eq!(reader.stats().data_loss_events, 1, "mix: {mix}");
+        assert!(holds_ten_keys_and_after(&reader));
+        drop(reader);
+        let report = resilient_kv::verify::verify(work.join("store")).unwrap();
+        assert!(!report.is_clean(), "{report:#?}");
+    }
 }
 
 /// The first compaction's `PENDING` header caught half written in the second file, which
