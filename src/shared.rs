@@ -162,6 +162,18 @@ impl Precondition for Unchanged<'_> {
     }
 }
 
+/// A removal's precondition: the key is present. Removing an absent key appends nothing (no
+/// record, no new version).
+struct Present<'a> {
+    key: &'a str,
+}
+
+impl Precondition for Present<'_> {
+    fn holds(&self, published: &ArcSwap<Version>) -> bool {
+        published.load().map.contains_key(self.key)
+    }
+}
+
 /// The largest encode buffer a writing thread keeps between writes.
 const KEEP_BODY_CAPACITY: usize = 1024 * 1024;
 
@@ -311,6 +323,21 @@ impl Shared {
             }
         }
         self.encode_and_write(ops, want_previous, &Always)
+    }
+
+    /// Removes `key`; returns its value, or `None` without writing anything if it was absent.
+    /// In `Durability::Sync` mode even that `None` is durable on return: the absence it saw
+    /// may be another thread's removal still waiting for its flush.
+    pub(crate) fn remove(&self, key: String) -> Result<Option<Value>> {
+        self.check_writable()?;
+        self.check_poison()?;
+        format::check_key(&key)?;
+        let present = Present { key: &key };
+        let previous = self.encode_and_write([Op::Delete(key.clone())], true, &present)?;
+        if previous.is_none() && self.config.durability == Durability::Sync {
+            self.sync_through(None)?;
+        }
+        Ok(previous)
     }
 
     /// Replaces the value of `key` with what `f` computes from the current one, atomically

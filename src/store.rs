@@ -354,17 +354,15 @@ impl KVStore {
     /// removes the key. On error nothing changed, except after a failed flush in
     /// [`Durability::Sync`](crate::Durability::Sync) mode (see there).
     pub fn insert(&self, key: String, value: Value) -> Result<Option<Value>> {
-        let op = if value.is_null() {
-            Op::Delete(key)
-        } else {
-            Op::Put(key, value)
-        };
-        self.shared.write([op], true)
+        if value.is_null() {
+            return self.shared.remove(key);
+        }
+        self.shared.write([Op::Put(key, value)], true)
     }
 
-    /// Removes `key` and returns its value.
+    /// Removes `key` and returns its value. Removing a key that is absent writes nothing.
     pub fn remove(&self, key: &str) -> Result<Option<Value>> {
-        self.shared.write([Op::Delete(key.to_owned())], true)
+        self.shared.remove(key.to_owned())
     }
 
     /// Replaces the value of `key` with `f(current)`, atomically: no other write to `key` comes

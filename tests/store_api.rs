@@ -38,6 +38,36 @@ fn insert_get_remove_and_reopen() {
     assert_eq!(store.len(), 2);
 }
 
+/// Removing a key that is absent (with `remove`, or by inserting `Null`) writes nothing: no
+/// record in the journal, no new version for readers; removing a present key still does both.
+/// In both durability modes.
+#[test]
+fn removing_an_absent_key_writes_nothing() {
+    for durability in [
+        resilient_kv::Durability::Process,
+        resilient_kv::Durability::Sync,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KVStore::builder(base(&dir))
+            .buffer_size(64 * 1024)
+            .durability(durability)
+            .open()
+            .unwrap();
+        store.insert("kept".into(), Value::Integer(1)).unwrap();
+        let (used, seq) = (store.stats().active_used, store.snapshot().seq());
+        assert_eq!(store.remove("absent").unwrap(), None);
+        assert_eq!(store.insert("absent".into(), Value::Null).unwrap(), None);
+        assert_eq!(store.stats().active_used, used, "{durability:?}");
+        assert_eq!(store.snapshot().seq(), seq, "{durability:?}");
+        assert_eq!(store.remove("kept").unwrap(), Some(Value::Integer(1)));
+        assert!(store.stats().active_used > used);
+        assert!(store.snapshot().seq() > seq);
+        drop(store);
+        let store = KVStore::new(base(&dir), 64 * 1024, None, None).unwrap();
+        assert!(store.is_empty());
+    }
+}
+
 #[test]
 fn compaction_keeps_everything_across_many_generations() {
     let dir = tempfile::tempdir().unwrap();

@@ -203,7 +203,14 @@ fn build_fixture() -> Fixture {
         .unwrap();
     let mut rng = Rng::from_state(FIXTURE_SEED);
     let mut writes = Vec::new();
+    // Removing an absent key writes no record: such a write is left out, so that every write
+    // of the sequence has its record.
     let write = |writes: &mut Vec<Write>, w: Write| {
+        if let Write::Remove(key) = &w
+            && !store.contains_key(key)
+        {
+            return;
+        }
         apply_store(&store, &w).unwrap();
         writes.push(w);
     };
@@ -241,7 +248,8 @@ fn build_fixture() -> Fixture {
             ("key06".into(), Some(Value::Float(6.5))),
         ]),
     );
-    write(&mut writes, Write::Remove("key07".into()));
+    // A key the batch above just stored, so that the removal writes its record.
+    write(&mut writes, Write::Remove("key06".into()));
     write(
         &mut writes,
         Write::Insert("key08".into(), Value::from("z".repeat(150))),
