@@ -182,7 +182,9 @@ impl KVStore {
         } else {
             config.buffer_size
         };
-        let opened = recovery::open(backend, min_len, &DecodeOptions::default())?;
+        // A refused open writes nothing; it removes the files it created to be refused.
+        let opened = recovery::open(backend, min_len, &DecodeOptions::default())
+            .inspect_err(|_| backend.remove_created())?;
         Self::start(config, opened)
     }
 

@@ -34,6 +34,10 @@ pub(crate) struct FileBackend {
     /// Address space reserved for each mapping, so that growing a file never remaps it (an
     /// unmap would stall every writer's page fault on the process's mapping lock).
     reserve: usize,
+    /// The files `open` created, each with a second handle on its open file description,
+    /// which keeps the file's lock held until `remove_created` has unlinked it (or the
+    /// backend is dropped).
+    created: parking_lot::Mutex<Vec<(PathBuf, File)>>,
 }
 
 impl FileBackend {
@@ -45,6 +49,7 @@ impl FileBackend {
         FileBackend {
             base: base.to_path_buf(),
             reserve,
+            created: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -75,6 +80,8 @@ impl Backend for FileBackend {
             Err(TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
         }
         if !existed {
+            let handle = file.try_clone().map_err(io_err("dup", &path))?;
+            self.created.lock().push((path.clone(), handle));
             sync_parent_dir(&path)?;
         }
         let len = file.metadata().map_err(io_err("stat", &path))?.len();
@@ -89,6 +96,18 @@ impl Backend for FileBackend {
             len,
             path,
         }))
+    }
+
+    fn remove_created(&self) {
+        let created = std::mem::take(&mut *self.created.lock());
+        // Unlinked while this process still holds their locks: an open elsewhere gets either
+        // `Locked` or a new file, never the removed one unlocked.
+        for (path, _locked) in &created {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some((path, _)) = created.first() {
+            let _ = sync_parent_dir(path);
+        }
     }
 }
 

@@ -321,6 +321,36 @@ fn a_future_version_file_is_not_grown_by_a_refused_open() {
     }
 }
 
+/// A refused open creates nothing either: with one file missing and the other refused, the
+/// missing one (which the open creates to lock it) is gone again afterwards.
+#[test]
+fn a_refused_open_leaves_no_file_it_created() {
+    let dir = scratch();
+    let work = dir.path();
+    {
+        let store = open_at(work, BUFFER).unwrap();
+        store.compact().unwrap();
+    }
+    // The newest journal is the second file; the first is opened (created) first.
+    assert_eq!(newest(work).0, 1);
+    std::fs::remove_file(work.join(NAMES[0])).unwrap();
+    damage(work, 1, |bytes| set_version(bytes, 2));
+    let store = open_at(work, BUFFER);
+    assert!(matches!(
+        store,
+        Err(Error::UnsupportedVersion { found: 2, .. })
+    ));
+    assert!(
+        !work.join(NAMES[0]).exists(),
+        "a refused open left {} behind",
+        NAMES[0]
+    );
+    // The file that was there is untouched, and an open that succeeds still creates the other.
+    damage(work, 1, |bytes| set_version(bytes, 1));
+    drop(open_at(work, BUFFER).unwrap());
+    assert!(work.join(NAMES[0]).exists());
+}
+
 /// As above for files that hold no valid journal (`Unreadable`).
 #[test]
 fn unreadable_files_are_not_grown_by_a_refused_open() {
