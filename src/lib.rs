@@ -35,6 +35,7 @@ mod events;
 #[cfg(test)]
 mod full_disk_tests;
 mod journal;
+mod leb128;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_support;

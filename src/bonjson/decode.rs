@@ -13,6 +13,7 @@ use super::encode::max_exponent;
 use super::keys::{NfcKeys, is_nfc, to_nfc};
 use super::{BigNumber, DecodeError, DecodeOptions, ErrorKind, Normalization, bound, code};
 use crate::Value;
+use crate::leb128::Leb128Error;
 
 /// Decodes one complete document with the default [`DecodeOptions`].
 pub fn decode(bytes: &[u8]) -> Result<Value, DecodeError> {
@@ -421,22 +422,18 @@ impl<'a> Decoder<'a> {
     /// byte of zero after others is `InvalidData`.
     fn leb128(&mut self) -> Result<u64> {
         let start = self.pos;
-        let mut value = 0_u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.take_array::<1>()?[0];
-            let bits = u64::from(byte & 0x7f);
-            if shift == 63 && bits > 1 {
-                return self.fail_at(ErrorKind::ValueOutOfRange, start);
+        match crate::leb128::read(self.input.get(start..).unwrap_or_default()) {
+            Ok((value, len)) => {
+                self.pos += len;
+                Ok(value)
             }
-            value |= bits << shift;
-            if byte & 0x80 == 0 {
-                if byte == 0 && shift > 0 {
-                    return self.fail_at(ErrorKind::InvalidData, start);
-                }
-                return Ok(value);
+            Err(Leb128Error::Truncated) => {
+                self.pos = self.input.len();
+                self.fail(ErrorKind::Truncated)
             }
+            Err(Leb128Error::Padded) => self.fail_at(ErrorKind::InvalidData, start),
+            Err(Leb128Error::TooLarge) => self.fail_at(ErrorKind::ValueOutOfRange, start),
         }
-        self.fail_at(ErrorKind::ValueOutOfRange, start)
     }
 }
 

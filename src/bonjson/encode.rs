@@ -311,12 +311,9 @@ impl<S: Sink + ?Sized> Encoder<'_, S> {
         Ok(())
     }
 
-    fn leb128(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.sink.put_byte((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.sink.put_byte(v as u8);
+    fn leb128(&mut self, v: u64) {
+        let sink = &mut self.sink;
+        crate::leb128::write(v, |b| sink.put_byte(b));
     }
 
     #[inline]

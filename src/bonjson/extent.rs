@@ -106,19 +106,9 @@ fn scalar_end(bytes: &[u8], pos: usize) -> Option<usize> {
 /// A LEB128 in its shortest form, as the decoder accepts it (`None` for anything else: the
 /// caller then asks the decoder, which names the error).
 fn leb128(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut value = 0_u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        if shift == 63 && byte & 0x7f > 1 {
-            return None;
-        }
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return (byte != 0 || shift == 0).then_some(value);
-        }
-    }
-    None
+    let (value, len) = crate::leb128::read(bytes.get(*at..)?).ok()?;
+    *at += len;
+    Some(value)
 }
 
 #[cfg(test)]

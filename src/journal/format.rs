@@ -452,12 +452,8 @@ fn encode_op(op: &Op, limits: &Limits, out: &mut Vec<u8>) -> crate::Result<()> {
     Ok(())
 }
 
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: u64) {
+    crate::leb128::write(v, |b| out.push(b));
 }
 
 fn put(out: &mut [u8], offset: usize, bytes: &[u8]) {

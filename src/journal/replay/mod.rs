@@ -484,21 +484,8 @@ fn key_and_rest(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 /// others (a longer spelling of a smaller number) or bits past the 64th make it malformed, so
 /// every number has one spelling and a forged one is refused like any malformed record.
 fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut value = 0_u64;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        let bits = u64::from(b & 0x7f);
-        if i == 9 && bits > 1 {
-            return None;
-        }
-        value |= bits << (7 * i);
-        if b & 0x80 == 0 {
-            if b == 0 && i > 0 {
-                return None;
-            }
-            return Some((value, bytes.get(i + 1..)?));
-        }
-    }
-    None
+    let (value, len) = crate::leb128::read(bytes).ok()?;
+    Some((value, bytes.get(len..)?))
 }
 
 #[cfg(test)]
