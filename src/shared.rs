@@ -357,7 +357,14 @@ impl Shared {
             let new = f(seen.as_deref()).filter(|value| !value.is_null());
             let op = match &new {
                 Some(value) => Op::Put(key.to_owned(), value.clone()),
-                None if seen.is_none() => return Ok(None),
+                // Nothing to write; in `Sync` mode the absence seen is made durable first, as
+                // for a removal of an absent key (`remove`).
+                None if seen.is_none() => {
+                    if self.config.durability == Durability::Sync {
+                        self.sync_through(None)?;
+                    }
+                    return Ok(None);
+                }
                 None => Op::Delete(key.to_owned()),
             };
             let unchanged = Unchanged {

@@ -31,7 +31,8 @@ pub(crate) type Map = imbl::GenericHashMap<
     imbl::shared_ptr::DefaultSharedPtr,
 >;
 
-/// One published version: the map after `seq` writes since open.
+/// One published version: the map after `seq` writes since open (writes that appended a
+/// record).
 pub(crate) struct Version {
     pub(crate) map: Map,
     pub(crate) seq: u64,
@@ -260,8 +261,9 @@ impl Snapshot {
             .collect()
     }
 
-    /// How many writes (since the store was opened) this snapshot includes; later snapshots
-    /// never have a smaller number. For a read-only store, how many refreshes published a
+    /// How many writes (since the store was opened) this snapshot includes, counting those
+    /// that changed something (removing an absent key writes nothing and is not counted);
+    /// later snapshots never have a smaller number. For a read-only store, how many refreshes published a
     /// newer copy of the files.
     pub fn seq(&self) -> u64 {
         self.version.seq

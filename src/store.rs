@@ -353,7 +353,7 @@ impl KVStore {
     }
 
     /// Stores `value` under `key` and returns the previous value. Inserting `Value::Null`
-    /// removes the key. On error nothing changed, except after a failed flush in
+    /// removes the key, as [`remove`](Self::remove) does (nothing is written if it is absent). On error nothing changed, except after a failed flush in
     /// [`Durability::Sync`](crate::Durability::Sync) mode (see there).
     pub fn insert(&self, key: String, value: Value) -> Result<Option<Value>> {
         if value.is_null() {
@@ -362,7 +362,11 @@ impl KVStore {
         self.shared.write([Op::Put(key, value)], true)
     }
 
-    /// Removes `key` and returns its value. Removing a key that is absent writes nothing.
+    /// Removes `key` and returns its value. Removing a key that is absent writes nothing and
+    /// returns `Ok(None)`; in [`Durability::Sync`](crate::Durability::Sync) mode it first
+    /// waits until what it saw is durable (the key may be absent because of another thread's
+    /// removal still waiting for its flush), so it can return that flush's error, or
+    /// `Poisoned`.
     pub fn remove(&self, key: &str) -> Result<Option<Value>> {
         self.shared.remove(key.to_owned())
     }

@@ -66,22 +66,16 @@ impl Backend for FileBackend {
 
     fn open(&self, slot: Slot, min_len: usize) -> Result<Box<dyn Storage>> {
         let path = self.path(slot);
-        let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(Error::Locked { path }),
-            Err(TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
-        }
-        if !existed {
-            let handle = file.try_clone().map_err(io_err("dup", &path))?;
-            self.created.lock().push((path.clone(), handle));
+        let (file, created) = open_locked(&path)?;
+        if created {
+            match file.try_clone() {
+                Ok(handle) => self.created.lock().push((path.clone(), handle)),
+                Err(e) => {
+                    // Still locked through `file`: remove it, as a refused open would.
+                    let _ = std::fs::remove_file(&path);
+                    return Err(io_err("dup", &path)(e));
+                }
+            }
             sync_parent_dir(&path)?;
         }
         let len = file.metadata().map_err(io_err("stat", &path))?.len();
@@ -100,8 +94,9 @@ impl Backend for FileBackend {
 
     fn remove_created(&self) {
         let created = std::mem::take(&mut *self.created.lock());
-        // Unlinked while this process still holds their locks: an open elsewhere gets either
-        // `Locked` or a new file, never the removed one unlocked.
+        // Unlinked while this process still holds their locks: an open elsewhere gets
+        // `Locked`, or finds once it holds the lock that the file it locked is no longer the
+        // one the path names, and opens again (`open_locked`).
         for (path, _locked) in &created {
             let _ = std::fs::remove_file(path);
         }
@@ -109,6 +104,61 @@ impl Backend for FileBackend {
             let _ = sync_parent_dir(path);
         }
     }
+}
+
+/// Whether `path` still names the file `file` has open (it was not removed, or replaced).
+fn still_named(file: &File, path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata().map_err(io_err("stat", path))?;
+    match std::fs::metadata(path) {
+        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("stat", path)(e)),
+    }
+}
+
+/// Opens the journal file at `path`, creating it if it does not exist, and locks it; returns
+/// whether this call created it. The lock is taken on the file the path names once locked:
+/// another open may remove a file it created between this call's open and its lock
+/// (`remove_created`, while it still holds the lock), and a file so removed is not the store's
+/// any more, so it is opened again.
+fn open_locked(path: &Path) -> Result<(File, bool)> {
+    for _ in 0..8 {
+        let new = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path);
+        let (file, created) = match new {
+            Ok(file) => (file, true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match OpenOptions::new().read(true).write(true).open(path) {
+                    Ok(file) => (file, false),
+                    // Removed since (or a dangling symbolic link): try again.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err("open", path)(e)),
+                }
+            }
+            Err(e) => return Err(io_err("open", path)(e)),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_err("lock", path)(e)),
+        }
+        if still_named(&file, path)? {
+            return Ok((file, created));
+        }
+    }
+    Err(Error::Io {
+        op: "open",
+        path: path.to_path_buf(),
+        source: io::Error::other("the file was removed or replaced at every attempt to lock it"),
+    })
 }
 
 fn sync_parent_dir(path: &Path) -> Result<()> {
@@ -390,6 +440,29 @@ impl Storage for MmapStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An open creates and locks, a second open of the same file is `Locked`, and a file
+    /// removed or replaced under an open handle is not taken for the one the path names.
+    #[test]
+    fn open_locked_locks_the_file_the_path_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let (file, created) = open_locked(&path).unwrap();
+        assert!(created);
+        assert!(matches!(open_locked(&path), Err(Error::Locked { .. })));
+        assert!(still_named(&file, &path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        assert!(!still_named(&file, &path).unwrap());
+        std::fs::write(&path, b"another").unwrap();
+        assert!(!still_named(&file, &path).unwrap());
+        drop(file);
+        let (again, created) = open_locked(&path).unwrap();
+        assert!(
+            !created,
+            "the file another open made is opened, not made again"
+        );
+        assert!(still_named(&again, &path).unwrap());
+    }
 
     /// What `maybe_written` leaves out is never a byte that was stored, even one stored
     /// through the map a moment ago and still only in the page cache; a blank file is left

@@ -102,9 +102,10 @@ pub(crate) trait Backend: Send + Sync {
     /// Opens (creating if needed) one journal file of at least `min_len` bytes. A file that
     /// already exists keeps its size if larger.
     fn open(&self, slot: Slot, min_len: usize) -> Result<Box<dyn Storage>>;
-    /// Removes the files this backend's `open` created, for an open refused before it wrote
-    /// anything: a refused open leaves the directory as it found it. Does nothing by default
-    /// (backends that create no files).
+    /// Removes the files this backend's `open` created, for an open that failed before the
+    /// store was usable (refused, or an I/O error while creating it): nothing in them was
+    /// ever acknowledged, and a failed open leaves the directory as it found it. Does nothing
+    /// by default (backends that create no files).
     fn remove_created(&self) {}
 }
 
