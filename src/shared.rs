@@ -628,6 +628,43 @@ mod tests {
     use super::*;
     use crate::journal::format::FRAME_SIZE;
 
+    /// In `Sync` mode a removal that finds its key absent returns only once that absence is
+    /// durable: here the key is absent because another thread's removal is published and its
+    /// flush is held.
+    #[test]
+    fn a_removal_of_an_absent_key_waits_for_the_flush_of_the_removal_it_saw() {
+        use crate::journal::storage::{DiskOp, MemBackend};
+        let disk = MemBackend::new();
+        let store = crate::KVStore::open_on(
+            Builder::new(std::path::Path::new("mem"))
+                .buffer_size(64 * 1024)
+                .durability(Durability::Sync),
+            &disk,
+        )
+        .unwrap();
+        store.insert("k".into(), Value::Integer(1)).unwrap();
+        disk.pause_when(Some(Box::new(|op| {
+            matches!(op, DiskOp::Flush { .. } | DiskOp::Sync { .. })
+        })));
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| store.remove("k"));
+            crate::test_support::wait_until("the first removal's flush to be held", || {
+                disk.held() > 0
+            });
+            assert!(!store.contains_key("k"), "the first removal is published");
+            let second = scope.spawn(|| store.remove("k"));
+            std::thread::sleep(Duration::from_millis(50));
+            let returned_early = second.is_finished();
+            disk.pause_when(None);
+            assert!(
+                !returned_early,
+                "a removal returned before the removal it saw was durable"
+            );
+            assert_eq!(first.join().unwrap().unwrap(), Some(Value::Integer(1)));
+            assert_eq!(second.join().unwrap().unwrap(), None);
+        });
+    }
+
     /// A writing thread does not keep the buffer a large value grew, accepted or refused.
     #[test]
     fn a_large_value_leaves_no_large_buffer_behind() {
