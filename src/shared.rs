@@ -124,10 +124,11 @@ impl Writer {
     }
 }
 
-/// What must still hold, under the writer lock, for a write to append. One that does not
-/// hold remembers it (a wrapper around the return value cost every write ~20 instructions).
+/// What must still hold, under the writer lock, for a write of `ops` to append; if it does
+/// not, nothing is written and the write returns `Ok(None)` (an update's remembers it: a
+/// wrapper around the return value cost every write ~20 instructions).
 trait Precondition {
-    fn holds(&self, published: &ArcSwap<Version>) -> bool;
+    fn holds(&self, published: &ArcSwap<Version>, ops: &[Op]) -> bool;
 }
 
 /// Plain writes: nothing to check (compiled away).
@@ -135,7 +136,7 @@ struct Always;
 
 impl Precondition for Always {
     #[inline(always)]
-    fn holds(&self, _: &ArcSwap<Version>) -> bool {
+    fn holds(&self, _: &ArcSwap<Version>, _: &[Op]) -> bool {
         true
     }
 }
@@ -151,7 +152,7 @@ struct Unchanged<'a> {
 }
 
 impl Precondition for Unchanged<'_> {
-    fn holds(&self, published: &ArcSwap<Version>) -> bool {
+    fn holds(&self, published: &ArcSwap<Version>, _: &[Op]) -> bool {
         let holds = match (published.load().map.get(self.key), &self.seen) {
             (None, None) => true,
             (Some(now), Some(seen)) => std::sync::Arc::ptr_eq(now, seen),
@@ -162,15 +163,15 @@ impl Precondition for Unchanged<'_> {
     }
 }
 
-/// A removal's precondition: the key is present. Removing an absent key appends nothing (no
-/// record, no new version).
-struct Present<'a> {
-    key: &'a str,
-}
+/// A removal's precondition: a key it removes is present. Removing an absent key appends
+/// nothing (no record, no new version).
+struct Present;
 
-impl Precondition for Present<'_> {
-    fn holds(&self, published: &ArcSwap<Version>) -> bool {
-        published.load().map.contains_key(self.key)
+impl Precondition for Present {
+    fn holds(&self, published: &ArcSwap<Version>, ops: &[Op]) -> bool {
+        let version = published.load();
+        ops.iter()
+            .any(|op| matches!(op, Op::Delete(key) if version.map.contains_key(key.as_str())))
     }
 }
 
@@ -332,12 +333,20 @@ impl Shared {
         self.check_writable()?;
         self.check_poison()?;
         format::check_key(&key)?;
-        let present = Present { key: &key };
-        let previous = self.encode_and_write([Op::Delete(key.clone())], true, &present)?;
-        if previous.is_none() && self.config.durability == Durability::Sync {
-            self.sync_through(None)?;
+        let previous = self.encode_and_write([Op::Delete(key)], true, &Present)?;
+        if previous.is_none() {
+            self.wrote_nothing()?;
         }
         Ok(previous)
+    }
+
+    /// For a write that found nothing to change: in `Durability::Sync` mode, returns once what
+    /// it saw is durable (another thread's write it saw may still wait for its flush).
+    fn wrote_nothing(&self) -> Result<()> {
+        if self.config.durability == Durability::Sync {
+            self.sync_through(None)?;
+        }
+        Ok(())
     }
 
     /// Replaces the value of `key` with what `f` computes from the current one, atomically
@@ -357,12 +366,9 @@ impl Shared {
             let new = f(seen.as_deref()).filter(|value| !value.is_null());
             let op = match &new {
                 Some(value) => Op::Put(key.to_owned(), value.clone()),
-                // Nothing to write; in `Sync` mode the absence seen is made durable first, as
-                // for a removal of an absent key (`remove`).
+                // Nothing to write, as for a removal of an absent key (`remove`).
                 None if seen.is_none() => {
-                    if self.config.durability == Durability::Sync {
-                        self.sync_through(None)?;
-                    }
+                    self.wrote_nothing()?;
                     return Ok(None);
                 }
                 None => Op::Delete(key.to_owned()),
@@ -430,7 +436,7 @@ impl Shared {
             self.check_poison()?;
             // Under the lock (again after any wait for room, which released it), so that no
             // write can come between this check and the append.
-            if !precondition.holds(&self.published) {
+            if !precondition.holds(&self.published, ops.as_ref()) {
                 return Ok(None);
             }
             let limit = if removal_only {
@@ -643,10 +649,19 @@ mod tests {
         )
         .unwrap();
         store.insert("k".into(), Value::Integer(1)).unwrap();
+        /// Lets held flushes go however the test ends: a failed assertion must not leave the
+        /// first removal held and the scope waiting for it.
+        struct Release<'a>(&'a MemBackend);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.pause_when(None);
+            }
+        }
         disk.pause_when(Some(Box::new(|op| {
             matches!(op, DiskOp::Flush { .. } | DiskOp::Sync { .. })
         })));
         std::thread::scope(|scope| {
+            let release = Release(&disk);
             let first = scope.spawn(|| store.remove("k"));
             crate::test_support::wait_until("the first removal's flush to be held", || {
                 disk.held() > 0
@@ -655,7 +670,7 @@ mod tests {
             let second = scope.spawn(|| store.remove("k"));
             std::thread::sleep(Duration::from_millis(50));
             let returned_early = second.is_finished();
-            disk.pause_when(None);
+            drop(release);
             assert!(
                 !returned_early,
                 "a removal returned before the removal it saw was durable"

@@ -262,9 +262,9 @@ impl Snapshot {
     }
 
     /// How many writes (since the store was opened) this snapshot includes, counting those
-    /// that changed something (removing an absent key writes nothing and is not counted);
-    /// later snapshots never have a smaller number. For a read-only store, how many refreshes published a
-    /// newer copy of the files.
+    /// that appended a record (removing an absent key appends none and is not counted);
+    /// later snapshots never have a smaller number. For a read-only store, how many
+    /// refreshes published a newer copy of the files.
     pub fn seq(&self) -> u64 {
         self.version.seq
     }

@@ -182,10 +182,10 @@ impl KVStore {
         } else {
             config.buffer_size
         };
-        // A refused open writes nothing; it removes the files it created to be refused.
-        let opened = recovery::open(backend, min_len, &DecodeOptions::default())
-            .inspect_err(|_| backend.remove_created())?;
-        Self::start(config, opened)
+        // A failed open leaves no file behind that it created (nothing in it was acknowledged).
+        recovery::open(backend, min_len, &DecodeOptions::default())
+            .and_then(|opened| Self::start(config, opened))
+            .inspect_err(|_| backend.remove_created())
     }
 
     /// Starts a store on what recovery elected and replayed.
@@ -353,7 +353,8 @@ impl KVStore {
     }
 
     /// Stores `value` under `key` and returns the previous value. Inserting `Value::Null`
-    /// removes the key, as [`remove`](Self::remove) does (nothing is written if it is absent). On error nothing changed, except after a failed flush in
+    /// removes the key, as [`remove`](Self::remove) does (nothing is written if it is
+    /// absent). On error nothing changed, except after a failed flush in
     /// [`Durability::Sync`](crate::Durability::Sync) mode (see there).
     pub fn insert(&self, key: String, value: Value) -> Result<Option<Value>> {
         if value.is_null() {
@@ -375,7 +376,8 @@ impl KVStore {
     /// between the value `f` saw and the one stored, so concurrent read-modify-writes (a
     /// counter incremented from many threads) lose nothing. Returns the value now stored.
     /// `f` returning `None` (or `Value::Null`) removes the key; for a key that is absent,
-    /// `None` writes nothing.
+    /// `None` writes nothing (in [`Durability::Sync`](crate::Durability::Sync) mode it still
+    /// waits until what it saw is durable, as [`remove`](Self::remove) does).
     ///
     /// `f` runs without the writer lock, so other writes go on meanwhile; if one of them
     /// changed `key` before this write could append, `f` runs again on the newer value. Keep
@@ -554,9 +556,9 @@ fn recover_copied(base: &Path) -> Result<recovery::Opened> {
                 Tail::Damaged { offset, .. } => Some(offset),
                 _ => None,
             };
-            // A header the copy caught half written (`cut_short`) is no damage.
+            // A header the copy caught half written (`Note::is_loss`) is no damage.
             let notes: Vec<_> = (opened.notes.iter())
-                .filter(|note| !note.cut_short)
+                .filter(|note| note.is_loss())
                 .map(|note| (note.path.clone(), note.offset, note.detail.clone()))
                 .collect();
             (offset.is_some() || !notes.is_empty()).then(|| {
@@ -590,7 +592,7 @@ fn loss_events(active: &Journal, tail: &Tail, notes: &[Note]) -> Vec<Event> {
     // A write cut short lost nothing (the journal is rewritten all the same).
     let mut events: Vec<Event> = notes
         .iter()
-        .filter(|note| !note.cut_short)
+        .filter(|note| note.is_loss())
         .map(|note| Event::DataLoss {
             path: note.path.clone(),
             offset: note.offset as u64,

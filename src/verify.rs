@@ -424,7 +424,7 @@ fn report(file: &File, election: Option<&Election>, notes: &[Note], near: u64) -
         elected: election.is_some(),
     };
     for note in notes.iter().filter(|note| note.path == file.path) {
-        if note.cut_short {
+        if !note.is_loss() {
             report.header = HeaderState::HalfWritten;
             continue;
         }

@@ -166,9 +166,19 @@ fn read_both_within(
         if (header(&a), header(&b)) != again {
             return Ok(None);
         }
-        let settled =
-            !(invalid(&again.0) || invalid(&again.1)) || started.elapsed() >= header_patience;
-        Ok(settled.then_some((a, b)))
+        if !(invalid(&again.0) || invalid(&again.1)) || started.elapsed() >= header_patience {
+            return Ok(Some((a, b)));
+        }
+        // Watch the headers alone (not whole files) until they decode or the patience is
+        // spent; then copy again.
+        while started.elapsed() < header_patience {
+            std::thread::sleep(Duration::from_millis(1));
+            let headers = (read_header(path_a)?, read_header(path_b)?);
+            if !(invalid(&headers.0) || invalid(&headers.1)) {
+                break;
+            }
+        }
+        Ok(None)
     })
 }
 

@@ -122,7 +122,9 @@ pub(crate) fn commit_half_written(bytes: &[u8], generation: u64) -> bool {
 }
 
 /// A first header caught half done: the `PENDING` header of the generation the generation
-/// field names stored over a header page never written (zeros).
+/// field names stored over a header page never written (zeros). Either half of the store
+/// holds the magic or the checksum, whole: a generation field alone (a flipped bit in a blank
+/// header page) is not taken for one.
 pub(crate) fn pending_half_written_over_zeros(bytes: &[u8]) -> bool {
     let Some(generation) = read_u64(bytes, GENERATION_OFFSET) else {
         return false;
@@ -132,7 +134,9 @@ pub(crate) fn pending_half_written_over_zeros(bytes: &[u8]) -> bool {
         state: STATE_PENDING,
         generation,
     });
+    let stored = |field: std::ops::Range<usize>| bytes.get(field.clone()) == pending.get(field);
     half_written(bytes, &[0; HEADER_USED], &pending)
+        && (stored(MAGIC_OFFSET..VERSION_OFFSET) || stored(HEADER_CRC_OFFSET..HEADER_USED))
 }
 
 pub(crate) fn decode_header(bytes: &[u8]) -> HeaderRead {

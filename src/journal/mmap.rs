@@ -106,6 +106,10 @@ impl Backend for FileBackend {
     }
 }
 
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
 /// Whether `path` still names the file `file` has open (it was not removed, or replaced).
 fn still_named(file: &File, path: &Path) -> Result<bool> {
     use std::os::unix::fs::MetadataExt;
@@ -134,7 +138,19 @@ fn open_locked(path: &Path) -> Result<(File, bool)> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 match OpenOptions::new().read(true).write(true).open(path) {
                     Ok(file) => (file, false),
-                    // Removed since (or a dangling symbolic link): try again.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && is_symlink(path) => {
+                        // A symbolic link to a file yet to be made: made through the link, as
+                        // any open makes it (not removed again if the open fails).
+                        let file = OpenOptions::new()
+                            .read(true)
+                            .write(true)
+                            .create(true)
+                            .truncate(false)
+                            .open(path)
+                            .map_err(io_err("open", path))?;
+                        (file, false)
+                    }
+                    // Removed since: try again.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(io_err("open", path)(e)),
                 }

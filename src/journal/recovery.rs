@@ -80,7 +80,7 @@ impl Note {
     fn header_recovered(c: &Candidate, g: u64) -> Self {
         let path = c.storage.path();
         if format::commit_half_written(&c.bytes, g) {
-            return Note::cut_short(
+            return Note::nothing_lost(
                 path,
                 format!(
                     "{}: the COMMITTED header of generation {g} is half written over its \
@@ -99,11 +99,18 @@ impl Note {
     }
 
     /// A write cut short that lost nothing.
-    fn cut_short(path: &std::path::Path, detail: String) -> Self {
+    fn nothing_lost(path: &std::path::Path, detail: String) -> Self {
         Note {
             cut_short: true,
             ..Note::whole_file(path, detail)
         }
+    }
+}
+
+impl Note {
+    /// Whether this is a loss to report (not a write cut short, `cut_short`).
+    pub(crate) fn is_loss(&self) -> bool {
+        !self.cut_short
     }
 }
 
@@ -362,7 +369,7 @@ fn elect(
             {
                 // The first compaction into a file never written before, its `PENDING`
                 // header caught half written: nothing was there to lose.
-                Note::cut_short(
+                Note::nothing_lost(
                     loser.storage.path(),
                     format!(
                         "{}: a PENDING header is half written over a file never written \

@@ -52,9 +52,9 @@
 //! key's record from one run to the next; the region and the outcome stay the same). Case counts
 //! are printed (`cargo test --release --test corruption -- --nocapture`): 578 torn-tail cuts
 //! (289 offsets, truncated and zero-filled), 20,000 bit flips by default, 43 truncations, 5
-//! zeroed-header cases, 1 swap, 7 future-version cases, and 10 minimal reproductions of
-//! defects (most of them found by the sweeps). Runtime of the whole target with `cargo test --release --test
-//! corruption` on this 2-core machine (files in `/dev/shm` when it exists, other builds running):
+//! zeroed-header cases, 1 swap, 7 future-version cases, and 11 minimal reproductions of
+//! defects (most of them found by the sweeps). Runtime of the whole target with `cargo test
+//! --release --test corruption` on this 2-core machine (files in `/dev/shm` when it exists, other builds running):
 //! 21 s while the defects make many cases stop early; when every case runs to the end (a fixed
 //! library), the 20,000 flips alone take 28 s (measured with flips that damage nothing), so the
 //! target stays near 30 s.
