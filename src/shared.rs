@@ -163,15 +163,25 @@ impl Precondition for Unchanged<'_> {
     }
 }
 
-/// A removal's precondition: a key it removes is present. Removing an absent key appends
-/// nothing (no record, no new version).
-struct Present;
+/// The precondition of removals and batches: the write changes something (puts a value,
+/// clears, or removes a key that is present). One of nothing but removals of absent keys
+/// appends nothing (no record, no new version), and remembers that it did not.
+#[derive(Default)]
+struct ChangesSomething {
+    changes: std::cell::Cell<bool>,
+}
 
-impl Precondition for Present {
+impl Precondition for ChangesSomething {
     fn holds(&self, published: &ArcSwap<Version>, ops: &[Op]) -> bool {
-        let version = published.load();
-        ops.iter()
-            .any(|op| matches!(op, Op::Delete(key) if version.map.contains_key(key.as_str())))
+        let mut version = None;
+        let changes = ops.iter().any(|op| match op {
+            Op::Delete(key) => {
+                (version.get_or_insert_with(|| published.load()).map).contains_key(key.as_str())
+            }
+            Op::Put(..) | Op::Clear => true,
+        });
+        self.changes.set(changes);
+        changes
     }
 }
 
@@ -316,28 +326,35 @@ impl Shared {
     where
         O: AsRef<[Op]> + IntoIterator<Item = Op>,
     {
+        self.check_write(ops.as_ref())?;
+        self.encode_and_write(ops, want_previous, &Always)
+    }
+
+    /// As `write`, but `ops` that change nothing (removals of absent keys only) append nothing;
+    /// in `Durability::Sync` mode they return once what they saw is durable (`wrote_nothing`).
+    pub(crate) fn write_unless_no_op<O>(&self, ops: O, want_previous: bool) -> Result<Option<Value>>
+    where
+        O: AsRef<[Op]> + IntoIterator<Item = Op>,
+    {
+        self.check_write(ops.as_ref())?;
+        let precondition = ChangesSomething::default();
+        let previous = self.encode_and_write(ops, want_previous, &precondition)?;
+        if !precondition.changes.get() {
+            self.wrote_nothing()?;
+        }
+        Ok(previous)
+    }
+
+    /// What every write checks first: the store takes writes, and the keys are valid.
+    fn check_write(&self, ops: &[Op]) -> Result<()> {
         self.check_writable()?;
         self.check_poison()?;
-        for op in ops.as_ref() {
+        for op in ops {
             if let Op::Put(key, _) | Op::Delete(key) = op {
                 format::check_key(key)?;
             }
         }
-        self.encode_and_write(ops, want_previous, &Always)
-    }
-
-    /// Removes `key`; returns its value, or `None` without writing anything if it was absent.
-    /// In `Durability::Sync` mode even that `None` is durable on return: the absence it saw
-    /// may be another thread's removal still waiting for its flush.
-    pub(crate) fn remove(&self, key: String) -> Result<Option<Value>> {
-        self.check_writable()?;
-        self.check_poison()?;
-        format::check_key(&key)?;
-        let previous = self.encode_and_write([Op::Delete(key)], true, &Present)?;
-        if previous.is_none() {
-            self.wrote_nothing()?;
-        }
-        Ok(previous)
+        Ok(())
     }
 
     /// For a write that found nothing to change: in `Durability::Sync` mode, returns once what
@@ -366,7 +383,7 @@ impl Shared {
             let new = f(seen.as_deref()).filter(|value| !value.is_null());
             let op = match &new {
                 Some(value) => Op::Put(key.to_owned(), value.clone()),
-                // Nothing to write, as for a removal of an absent key (`remove`).
+                // Nothing to write, as for a removal of an absent key.
                 None if seen.is_none() => {
                     self.wrote_nothing()?;
                     return Ok(None);

@@ -358,7 +358,7 @@ impl KVStore {
     /// [`Durability::Sync`](crate::Durability::Sync) mode (see there).
     pub fn insert(&self, key: String, value: Value) -> Result<Option<Value>> {
         if value.is_null() {
-            return self.shared.remove(key);
+            return self.shared.write_unless_no_op([Op::Delete(key)], true);
         }
         self.shared.write([Op::Put(key, value)], true)
     }
@@ -369,7 +369,8 @@ impl KVStore {
     /// removal still waiting for its flush), so it can return that flush's error, or
     /// `Poisoned`.
     pub fn remove(&self, key: &str) -> Result<Option<Value>> {
-        self.shared.remove(key.to_owned())
+        self.shared
+            .write_unless_no_op([Op::Delete(key.to_owned())], true)
     }
 
     /// Replaces the value of `key` with `f(current)`, atomically: no other write to `key` comes
@@ -425,12 +426,15 @@ impl KVStore {
 
     /// Applies every operation of `batch`, or none of them (also across a crash). An empty
     /// batch writes nothing, but is refused like any write by a read-only or poisoned store.
+    /// A batch of nothing but removals of absent keys writes nothing either (in
+    /// [`Durability::Sync`](crate::Durability::Sync) mode it waits, as
+    /// [`remove`](Self::remove) does, until what it saw is durable).
     pub fn write_batch(&self, batch: Batch) -> Result<()> {
         if batch.ops.is_empty() {
             self.shared.check_writable()?;
             return self.shared.check_poison();
         }
-        self.shared.write(batch.ops, false).map(drop)
+        self.shared.write_unless_no_op(batch.ops, false).map(drop)
     }
 
     /// Removes every key. A crash afterwards never brings them back.

@@ -38,9 +38,9 @@ fn insert_get_remove_and_reopen() {
     assert_eq!(store.len(), 2);
 }
 
-/// Removing a key that is absent (with `remove`, or by inserting `Null`) writes nothing: no
-/// record in the journal, no new version for readers; removing a present key still does both.
-/// In both durability modes.
+/// Removing a key that is absent (with `remove`, by inserting `Null`, or in a batch of such
+/// removals) writes nothing: no record in the journal, no new version for readers; removing a
+/// present key still does both, also in a batch with absent ones. In both durability modes.
 #[test]
 fn removing_an_absent_key_writes_nothing() {
     for durability in [
@@ -57,8 +57,20 @@ fn removing_an_absent_key_writes_nothing() {
         let (used, seq) = (store.stats().active_used, store.snapshot().seq());
         assert_eq!(store.remove("absent").unwrap(), None);
         assert_eq!(store.insert("absent".into(), Value::Null).unwrap(), None);
+        let mut removals = Batch::new();
+        removals.remove("absent").remove("also absent");
+        store.write_batch(removals).unwrap();
         assert_eq!(store.stats().active_used, used, "{durability:?}");
         assert_eq!(store.snapshot().seq(), seq, "{durability:?}");
+        // A batch that removes one present key among absent ones is written whole.
+        let mut mixed = Batch::new();
+        mixed.remove("absent").remove("kept");
+        store.write_batch(mixed).unwrap();
+        assert!(store.stats().active_used > used);
+        assert!(store.snapshot().seq() > seq);
+        assert!(store.is_empty());
+        store.insert("kept".into(), Value::Integer(1)).unwrap();
+        let (used, seq) = (store.stats().active_used, store.snapshot().seq());
         assert_eq!(store.remove("kept").unwrap(), Some(Value::Integer(1)));
         assert!(store.stats().active_used > used);
         assert!(store.snapshot().seq() > seq);

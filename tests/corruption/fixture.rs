@@ -203,12 +203,17 @@ fn build_fixture() -> Fixture {
         .unwrap();
     let mut rng = Rng::from_state(FIXTURE_SEED);
     let mut writes = Vec::new();
-    // Removing an absent key writes no record: such a write is left out, so that every write
-    // of the sequence has its record.
+    // Removing an absent key writes no record, nor does a batch of such removals: such a
+    // write is left out, so that every write of the sequence has its record.
     let write = |writes: &mut Vec<Write>, w: Write| {
-        if let Write::Remove(key) = &w
-            && !store.contains_key(key)
-        {
+        let changes_nothing = match &w {
+            Write::Remove(key) => !store.contains_key(key),
+            Write::Batch(entries) => entries
+                .iter()
+                .all(|(key, value)| value.is_none() && !store.contains_key(key)),
+            _ => false,
+        };
+        if changes_nothing {
             return;
         }
         apply_store(&store, &w).unwrap();
