@@ -163,25 +163,21 @@ impl Precondition for Unchanged<'_> {
     }
 }
 
-/// The precondition of removals and batches: the write changes something (puts a value,
-/// clears, or removes a key that is present). One of nothing but removals of absent keys
-/// appends nothing (no record, no new version), and remembers that it did not.
+/// The precondition of a write of removals only: one of them removes a key that is present.
+/// If none does, nothing is appended (no record, no new version), and it remembers that.
 #[derive(Default)]
-struct ChangesSomething {
-    changes: std::cell::Cell<bool>,
+struct RemovesSomething {
+    removes: std::cell::Cell<bool>,
 }
 
-impl Precondition for ChangesSomething {
+impl Precondition for RemovesSomething {
     fn holds(&self, published: &ArcSwap<Version>, ops: &[Op]) -> bool {
-        let mut version = None;
-        let changes = ops.iter().any(|op| match op {
-            Op::Delete(key) => {
-                (version.get_or_insert_with(|| published.load()).map).contains_key(key.as_str())
-            }
-            Op::Put(..) | Op::Clear => true,
-        });
-        self.changes.set(changes);
-        changes
+        let version = published.load();
+        let removes = ops
+            .iter()
+            .any(|op| matches!(op, Op::Delete(key) if version.map.contains_key(key.as_str())));
+        self.removes.set(removes);
+        removes
     }
 }
 
@@ -337,15 +333,20 @@ impl Shared {
         O: AsRef<[Op]> + IntoIterator<Item = Op>,
     {
         self.check_write(ops.as_ref())?;
-        let precondition = ChangesSomething::default();
+        // Decided outside the lock: a write that puts anything changes something.
+        if ops.as_ref().iter().any(|op| !matches!(op, Op::Delete(_))) {
+            return self.encode_and_write(ops, want_previous, &Always);
+        }
+        let precondition = RemovesSomething::default();
         let previous = self.encode_and_write(ops, want_previous, &precondition)?;
-        if !precondition.changes.get() {
+        if !precondition.removes.get() {
             self.wrote_nothing()?;
         }
         Ok(previous)
     }
 
     /// What every write checks first: the store takes writes, and the keys are valid.
+    #[inline]
     fn check_write(&self, ops: &[Op]) -> Result<()> {
         self.check_writable()?;
         self.check_poison()?;

@@ -66,8 +66,8 @@ fn removing_an_absent_key_writes_nothing() {
         let mut mixed = Batch::new();
         mixed.remove("absent").remove("kept");
         store.write_batch(mixed).unwrap();
-        assert!(store.stats().active_used > used);
-        assert!(store.snapshot().seq() > seq);
+        assert!(store.stats().active_used > used, "{durability:?}");
+        assert!(store.snapshot().seq() > seq, "{durability:?}");
         assert!(store.is_empty());
         store.insert("kept".into(), Value::Integer(1)).unwrap();
         let (used, seq) = (store.stats().active_used, store.snapshot().seq());
