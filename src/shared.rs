@@ -657,6 +657,13 @@ mod tests {
     /// flush is held.
     #[test]
     fn a_removal_of_an_absent_key_waits_for_the_flush_of_the_removal_it_saw() {
+        // The second removal alone, and as a batch of removals of absent keys.
+        for batch in [false, true] {
+            removal_waits_for_the_flush_it_saw(batch);
+        }
+    }
+
+    fn removal_waits_for_the_flush_it_saw(batch: bool) {
         use crate::journal::storage::{DiskOp, MemBackend};
         let disk = MemBackend::new();
         let store = crate::KVStore::open_on(
@@ -685,13 +692,21 @@ mod tests {
                 disk.held() > 0
             });
             assert!(!store.contains_key("k"), "the first removal is published");
-            let second = scope.spawn(|| store.remove("k"));
+            let second = scope.spawn(|| {
+                if batch {
+                    let mut removals = crate::Batch::new();
+                    removals.remove("k").remove("never there");
+                    store.write_batch(removals).map(|()| None)
+                } else {
+                    store.remove("k")
+                }
+            });
             std::thread::sleep(Duration::from_millis(50));
             let returned_early = second.is_finished();
             drop(release);
             assert!(
                 !returned_early,
-                "a removal returned before the removal it saw was durable"
+                "a removal (batch: {batch}) returned before the removal it saw was durable"
             );
             assert_eq!(first.join().unwrap().unwrap(), Some(Value::Integer(1)));
             assert_eq!(second.join().unwrap().unwrap(), None);
