@@ -130,10 +130,10 @@ pub(crate) fn read_both(base: &Path, paths: &[PathBuf; 2]) -> Result<(Contents, 
     read_both_within(base, paths, HALF_STORED_PATIENCE)
 }
 
-/// How long copies are taken again while a header does not decode. A header is stored with
-/// one copy (`Journal::write_header`), and a writer's thread preempted between that copy's
-/// stores leaves it half done, for a scheduler's time slice or a little more; a header still
-/// invalid after this is believed. (`format::commit_half_written` recognises the commonest
+/// How long the headers are watched, before the files are copied again, while a header does
+/// not decode. A header is stored with one copy (`Journal::write_header`), and a writer's
+/// thread preempted between that copy's stores leaves it half done, for a scheduler's time
+/// slice or a little more; a header still invalid after this is believed. (`format::commit_half_written` recognises the commonest
 /// half-done header as such even when it outlasts this.)
 const HALF_STORED_PATIENCE: Duration = Duration::from_millis(100);
 

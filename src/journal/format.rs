@@ -111,14 +111,18 @@ fn half_written(bytes: &[u8], old: &[u8; HEADER_USED], new: &[u8; HEADER_USED]) 
 /// A commit caught half done: the `COMMITTED` header of `generation` stored over its
 /// `PENDING` one (they differ in the state and the checksum).
 pub(crate) fn commit_half_written(bytes: &[u8], generation: u64) -> bool {
-    let [pending, committed] = [STATE_PENDING, STATE_COMMITTED].map(|state| {
-        encode_header(&Header {
-            version: FORMAT_VERSION,
-            state,
-            generation,
-        })
-    });
+    let [pending, committed] =
+        [STATE_PENDING, STATE_COMMITTED].map(|state| this_version_header(state, generation));
     half_written(bytes, &pending, &committed)
+}
+
+/// The bytes of this format version's header in `state` for `generation`.
+fn this_version_header(state: u32, generation: u64) -> [u8; HEADER_USED] {
+    encode_header(&Header {
+        version: FORMAT_VERSION,
+        state,
+        generation,
+    })
 }
 
 /// A first header caught half done: the `PENDING` header of the generation the generation
@@ -129,11 +133,7 @@ pub(crate) fn pending_half_written_over_zeros(bytes: &[u8]) -> bool {
     let Some(generation) = read_u64(bytes, GENERATION_OFFSET) else {
         return false;
     };
-    let pending = encode_header(&Header {
-        version: FORMAT_VERSION,
-        state: STATE_PENDING,
-        generation,
-    });
+    let pending = this_version_header(STATE_PENDING, generation);
     let stored = |field: std::ops::Range<usize>| bytes.get(field.clone()) == pending.get(field);
     half_written(bytes, &[0; HEADER_USED], &pending)
         && (stored(MAGIC_OFFSET..VERSION_OFFSET) || stored(HEADER_CRC_OFFSET..HEADER_USED))

@@ -98,19 +98,17 @@ impl Note {
         )
     }
 
+    /// Whether this is a loss to report (not a write cut short, `cut_short`).
+    pub(crate) fn is_loss(&self) -> bool {
+        !self.cut_short
+    }
+
     /// A write cut short that lost nothing.
     fn nothing_lost(path: &std::path::Path, detail: String) -> Self {
         Note {
             cut_short: true,
             ..Note::whole_file(path, detail)
         }
-    }
-}
-
-impl Note {
-    /// Whether this is a loss to report (not a write cut short, `cut_short`).
-    pub(crate) fn is_loss(&self) -> bool {
-        !self.cut_short
     }
 }
 
