@@ -289,6 +289,35 @@ impl MmapStorage {
         }
     }
 
+    /// Takes the `len` bytes at `offset` out of this process's page tables before the kernel
+    /// writes them back (a hint: errors are ignored). The bytes stay in the page cache, dirty
+    /// pages still dirty, and the next access maps them again.
+    ///
+    /// Why: to write back a page mapped writable, the kernel first write-protects it, and on
+    /// x86 that is one TLB shootdown per page, an interrupt to every other CPU running this
+    /// process (the writer's among them; in a VM, an exit on both sides), which the flushing
+    /// thread waits for. Unmapping the range first costs one shootdown for all of it, and the
+    /// write-back then finds no mapping to protect. The writer's next store to such a page
+    /// faults either way: before, on the write-protection; now, on the missing entry.
+    #[cfg(target_os = "linux")]
+    fn unmap_before_writeback(&self, offset: usize, len: usize) {
+        if self.check(offset, len).is_ok() && len > 0 {
+            // SAFETY: the mapping is `MAP_SHARED` (`MmapRaw`) over a regular file, and on such
+            // a mapping `MADV_DONTNEED` only removes page-table entries: every byte stays in the
+            // page cache (a dirty entry's state moves to its page), and any later access, by
+            // any thread, maps the same bytes back. No byte of the mapping changes, so no
+            // pointer or slice into it observes anything different, and the range is inside
+            // the file (checked above).
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn unmap_before_writeback(&self, _offset: usize, _len: usize) {}
+
     fn check(&self, offset: usize, len: usize) -> io::Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(()),
@@ -344,10 +373,13 @@ impl Storage for MmapStorage {
 
     fn flush(&self, offset: usize, len: usize) -> io::Result<()> {
         self.check(offset, len)?;
+        self.unmap_before_writeback(offset, len);
         self.map.flush_range(offset, len)
     }
 
     fn sync(&self) -> io::Result<()> {
+        // `fdatasync` writes back every dirty page of the file.
+        self.unmap_before_writeback(0, self.len);
         self.file.sync_data()
     }
 
@@ -394,6 +426,7 @@ impl Storage for MmapStorage {
         // `msync(MS_ASYNC)` does nothing on Linux; `sync_file_range` queues the write-back of
         // the range's dirty pages (dirtied through the map, they are dirty in the page cache)
         // and returns. A hint only: errors are left to the flush that follows.
+        self.unmap_before_writeback(offset, len);
         #[cfg(target_os = "linux")]
         if self.check(offset, len).is_ok()
             && len > 0
@@ -598,6 +631,58 @@ mod tests {
         let mut expected = vec![1_u8; 4096];
         expected[100] = 0x5a;
         assert!(page == expected, "prefaulting changed bytes");
+    }
+
+    /// Whether each of the `pages` pages from `addr` is in this process's page tables
+    /// (`/proc/self/pagemap`: one 64-bit entry per page, bit 63 set for a present page).
+    #[cfg(target_os = "linux")]
+    fn present(addr: usize, pages: usize) -> Vec<bool> {
+        use std::os::unix::fs::FileExt;
+        let pagemap = File::open("/proc/self/pagemap").unwrap();
+        let mut entries = vec![0_u8; pages * 8];
+        pagemap
+            .read_exact_at(&mut entries, (addr / 4096 * 8) as u64)
+            .unwrap();
+        entries
+            .chunks_exact(8)
+            .map(|e| u64::from_le_bytes(e.try_into().unwrap()) >> 63 == 1)
+            .collect()
+    }
+
+    /// Every way of writing pages back (`flush`, `sync`, `start_writeback`) first takes them
+    /// out of the page tables, so the kernel has no mapping to write-protect page by page
+    /// (see `unmap_before_writeback`); the bytes stay as written, in memory and on disk.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn writing_back_leaves_the_pages_unmapped() {
+        const PAGES: usize = 16;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FileBackend::new(&dir.path().join("unmap"), 1 << 20);
+        let mut storage = backend.open(Slot::A, 64 * 1024).unwrap();
+        storage.grow(64 * 1024).unwrap();
+        let mut addr = 0;
+        storage
+            .view(0, 4096, &mut |bytes| addr = bytes.as_ptr() as usize)
+            .unwrap();
+        for (round, name) in ["flush", "sync", "start_writeback"].into_iter().enumerate() {
+            let data = vec![round as u8 + 1; PAGES * 4096];
+            storage.write(0, &data).unwrap();
+            // The control: stored to, every page is mapped, so the check below can fail.
+            assert_eq!(present(addr, PAGES), vec![true; PAGES], "after the stores");
+            match name {
+                "flush" => storage.flush(0, PAGES * 4096).unwrap(),
+                "sync" => storage.sync().unwrap(),
+                _ => storage.start_writeback(0, PAGES * 4096),
+            }
+            assert_eq!(present(addr, PAGES), vec![false; PAGES], "after {name}");
+            let mut back = vec![0_u8; data.len()];
+            storage.read(0, &mut back).unwrap();
+            assert!(back == data, "{name} changed the bytes");
+        }
+        storage.sync().unwrap();
+        drop(storage);
+        let on_disk = std::fs::read(backend.path(Slot::A)).unwrap();
+        assert!(on_disk[..PAGES * 4096].iter().all(|&b| b == 3));
     }
 
     /// The hints (populate, early write-back) and the zero-copy view never change what the
