@@ -405,7 +405,8 @@ impl Storage for MmapStorage {
     fn prefault(&self, offset: usize, len: usize) {
         // Read-populating maps the file's pages (allocating and zeroing the page cache of
         // space that was never written) without dirtying them; the writer's first store to a
-        // page is then only a write-protect fault.
+        // page is then only a write-protect fault, or, once a flush has unmapped the pages
+        // again, a fault that finds the page already in the page cache.
         #[cfg(target_os = "linux")]
         self.populate(memmap2::Advice::PopulateRead, offset, len);
         #[cfg(not(target_os = "linux"))]
