@@ -476,6 +476,8 @@ impl Storage for MmapStorage {
             return Ok(());
         }
         allocate(&self.file, new_len)?;
+        // `fsync` writes back every dirty page of the file too.
+        self.unmap_before_writeback(0, self.len);
         self.file.sync_all()?;
         if new_len > self.map.len() {
             // Beyond the reserved address space: remap (`&mut self`: nobody holds a pointer
@@ -650,9 +652,10 @@ mod tests {
             .collect()
     }
 
-    /// Every way of writing pages back (`flush`, `sync`, `start_writeback`) first takes them
-    /// out of the page tables, so the kernel has no mapping to write-protect page by page
-    /// (see `unmap_before_writeback`); the bytes stay as written, in memory and on disk.
+    /// Every way of writing pages back (`flush`, `sync`, `start_writeback`, and the `fsync` in
+    /// `grow`) first takes them out of the page tables, so the kernel has no mapping to
+    /// write-protect page by page (see `unmap_before_writeback`); the bytes stay as written,
+    /// in memory and on disk.
     #[cfg(target_os = "linux")]
     #[test]
     fn writing_back_leaves_the_pages_unmapped() {
@@ -665,7 +668,8 @@ mod tests {
         storage
             .view(0, 4096, &mut |bytes| addr = bytes.as_ptr() as usize)
             .unwrap();
-        for (round, name) in ["flush", "sync", "start_writeback"].into_iter().enumerate() {
+        let ways = ["flush", "sync", "start_writeback", "grow"];
+        for (round, name) in ways.into_iter().enumerate() {
             let data = vec![round as u8 + 1; PAGES * 4096];
             storage.write(0, &data).unwrap();
             // The control: stored to, every page is mapped, so the check below can fail.
@@ -673,7 +677,8 @@ mod tests {
             match name {
                 "flush" => storage.flush(0, PAGES * 4096).unwrap(),
                 "sync" => storage.sync().unwrap(),
-                _ => storage.start_writeback(0, PAGES * 4096),
+                "start_writeback" => storage.start_writeback(0, PAGES * 4096),
+                _ => storage.grow(128 * 1024).unwrap(),
             }
             assert_eq!(present(addr, PAGES), vec![false; PAGES], "after {name}");
             let mut back = vec![0_u8; data.len()];
@@ -683,7 +688,11 @@ mod tests {
         storage.sync().unwrap();
         drop(storage);
         let on_disk = std::fs::read(backend.path(Slot::A)).unwrap();
-        assert!(on_disk[..PAGES * 4096].iter().all(|&b| b == 3));
+        assert!(
+            on_disk[..PAGES * 4096]
+                .iter()
+                .all(|&b| b == ways.len() as u8)
+        );
     }
 
     /// The hints (populate, early write-back) and the zero-copy view never change what the
