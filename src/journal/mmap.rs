@@ -85,6 +85,7 @@ impl Backend for FileBackend {
         // the files through `Storage::grow` once it has elected a journal.
         let map = map(&file, len.max(min_len).max(self.reserve)).map_err(io_err("mmap", &path))?;
         Ok(Box::new(MmapStorage {
+            written_back: written_back(&file),
             file,
             map,
             len,
@@ -270,6 +271,41 @@ struct MmapStorage {
     /// would fault).
     len: usize,
     path: PathBuf,
+    /// Whether the file's pages are written back to a disk (not on tmpfs or ramfs, which keep
+    /// them in memory only and never write-protect them): only then does unmapping them
+    /// before a flush save anything.
+    written_back: bool,
+}
+
+/// The size of a memory page, if the system says.
+#[cfg(target_os = "linux")]
+fn page_size() -> Option<usize> {
+    static PAGE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: `sysconf` only reads its integer argument.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(size).ok().filter(|&size| size > 0)
+    })
+}
+
+/// Whether `file` lives on a filesystem that writes its pages back to a disk: anything but
+/// tmpfs and ramfs (and if the filesystem cannot be asked, assume it does).
+#[cfg(target_os = "linux")]
+fn written_back(file: &File) -> bool {
+    // The magic numbers are 32-bit, whatever the width of `f_type`.
+    const MEMORY_ONLY: [u32; 2] = [0x0102_1994, 0x8584_58f6];
+    // SAFETY: `fstatfs` only writes the struct it is given, which lives on this stack, and the
+    // descriptor is open for the duration of the call.
+    let fs = unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        (libc::fstatfs(file.as_raw_fd(), &mut fs) == 0).then_some(fs)
+    };
+    fs.is_none_or(|fs| !MEMORY_ONLY.contains(&(fs.f_type as u32)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn written_back(_file: &File) -> bool {
+    true
 }
 
 fn out_of_bounds() -> io::Error {
@@ -289,34 +325,53 @@ impl MmapStorage {
         }
     }
 
-    /// Takes the `len` bytes at `offset` out of this process's page tables before the kernel
-    /// writes them back (a hint: errors are ignored). The bytes stay in the page cache, dirty
-    /// pages still dirty, and the next access maps them again.
+    /// Takes the whole pages among the `len` bytes at `offset` out of this process's page
+    /// tables before the kernel writes them back (a hint: errors are ignored). The bytes stay
+    /// in the page cache, dirty pages still dirty, and the next access maps them again. A page
+    /// only partly inside the range stays mapped: it may be the one a writer is appending to.
     ///
     /// Why: to write back a page mapped writable, the kernel first write-protects it, and on
     /// x86 that is one TLB shootdown per page, an interrupt to every other CPU running this
     /// process (the writer's among them; in a VM, an exit on both sides), which the flushing
-    /// thread waits for. Unmapping the range first costs one shootdown for all of it, and the
-    /// write-back then finds no mapping to protect. The writer's next store to such a page
-    /// faults either way: before, on the write-protection; now, on the missing entry.
+    /// thread waits for. Unmapping the range first costs one shootdown for all of it (one per
+    /// 2 MiB of dirty pages on Linux 6.2 and later), and the write-back then finds no mapping
+    /// to protect. The next store to such a page faults either way (on ext4): before, on the
+    /// write-protection; now, on the missing entry.
+    ///
+    /// The caller promises that no thread stores into those whole pages until this returns
+    /// (`Storage::unmap_settled`): before Linux 6.2, a store through a stale TLB entry while
+    /// the entry was being removed could leave its page marked clean, and the store unwritten.
     #[cfg(target_os = "linux")]
-    fn unmap_before_writeback(&self, offset: usize, len: usize) {
-        if self.check(offset, len).is_ok() && len > 0 {
-            // SAFETY: the mapping is `MAP_SHARED` (`MmapRaw`) over a regular file, and on such
-            // a mapping `MADV_DONTNEED` only removes page-table entries: every byte stays in the
-            // page cache (a dirty entry's state moves to its page), and any later access, by
-            // any thread, maps the same bytes back. No byte of the mapping changes, so no
-            // pointer or slice into it observes anything different, and the range is inside
-            // the file (checked above).
+    fn unmap_whole_pages(&self, offset: usize, len: usize) {
+        let (Some(page), Some(end)) = (page_size(), offset.checked_add(len)) else {
+            return;
+        };
+        if !self.written_back {
+            return;
+        }
+        let start = offset.next_multiple_of(page);
+        let end = end.min(self.len) / page * page;
+        if start < end {
+            // SAFETY: the mapping is `MAP_SHARED` (`MmapRaw`) over the journal file, and on
+            // such a mapping `MADV_DONTNEED` only removes page-table entries: every byte stays
+            // in the page cache (a dirty entry's state moves to its page), and any later
+            // access, by any thread, maps the same bytes back. No byte of the mapping changes,
+            // so no pointer or slice into it observes anything different. The range is whole
+            // pages inside the file (the map starts on a page boundary, `start` and `end` are
+            // multiples of the page size, and `end` is at most the file's length), and by the
+            // caller's promise no thread stores into them meanwhile.
             let _ = unsafe {
-                self.map
-                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
             };
         }
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn unmap_before_writeback(&self, _offset: usize, _len: usize) {}
+    fn unmap_whole_pages(&self, _offset: usize, _len: usize) {}
 
     fn check(&self, offset: usize, len: usize) -> io::Result<()> {
         match offset.checked_add(len) {
@@ -373,14 +428,16 @@ impl Storage for MmapStorage {
 
     fn flush(&self, offset: usize, len: usize) -> io::Result<()> {
         self.check(offset, len)?;
-        self.unmap_before_writeback(offset, len);
+        self.unmap_whole_pages(offset, len);
         self.map.flush_range(offset, len)
     }
 
     fn sync(&self) -> io::Result<()> {
-        // `fdatasync` writes back every dirty page of the file.
-        self.unmap_before_writeback(0, self.len);
         self.file.sync_data()
+    }
+
+    fn unmap_settled(&self, offset: usize, len: usize) {
+        self.unmap_whole_pages(offset, len);
     }
 
     fn with_view(&mut self, f: &mut dyn FnMut(&[u8])) {
@@ -427,7 +484,7 @@ impl Storage for MmapStorage {
         // `msync(MS_ASYNC)` does nothing on Linux; `sync_file_range` queues the write-back of
         // the range's dirty pages (dirtied through the map, they are dirty in the page cache)
         // and returns. A hint only: errors are left to the flush that follows.
-        self.unmap_before_writeback(offset, len);
+        self.unmap_whole_pages(offset, len);
         #[cfg(target_os = "linux")]
         if self.check(offset, len).is_ok()
             && len > 0
@@ -476,8 +533,9 @@ impl Storage for MmapStorage {
             return Ok(());
         }
         allocate(&self.file, new_len)?;
-        // `fsync` writes back every dirty page of the file too.
-        self.unmap_before_writeback(0, self.len);
+        // `fsync` writes back every dirty page of the file too; `&mut self`: nothing stores
+        // into the file meanwhile.
+        self.unmap_whole_pages(0, self.len);
         self.file.sync_all()?;
         if new_len > self.map.len() {
             // Beyond the reserved address space: remap (`&mut self`: nobody holds a pointer
@@ -637,61 +695,123 @@ mod tests {
     }
 
     /// Whether each of the `pages` pages from `addr` is in this process's page tables
-    /// (`/proc/self/pagemap`: one 64-bit entry per page, bit 63 set for a present page).
+    /// (`/proc/self/pagemap`: one 64-bit entry per page, bit 63 set for a present page), or
+    /// `None` where the kernel has no such file.
     #[cfg(target_os = "linux")]
-    fn present(addr: usize, pages: usize) -> Vec<bool> {
+    fn present(addr: usize, pages: usize) -> Option<Vec<bool>> {
         use std::os::unix::fs::FileExt;
-        let pagemap = File::open("/proc/self/pagemap").unwrap();
+        let page = page_size().unwrap();
+        let pagemap = File::open("/proc/self/pagemap").ok()?;
         let mut entries = vec![0_u8; pages * 8];
         pagemap
-            .read_exact_at(&mut entries, (addr / 4096 * 8) as u64)
+            .read_exact_at(&mut entries, (addr / page * 8) as u64)
             .unwrap();
-        entries
-            .chunks_exact(8)
-            .map(|e| u64::from_le_bytes(e.try_into().unwrap()) >> 63 == 1)
-            .collect()
+        Some(
+            entries
+                .chunks_exact(8)
+                .map(|e| u64::from_le_bytes(e.try_into().unwrap()) >> 63 == 1)
+                .collect(),
+        )
     }
 
-    /// Every way of writing pages back (`flush`, `sync`, `start_writeback`, and the `fsync` in
-    /// `grow`) first takes them out of the page tables, so the kernel has no mapping to
-    /// write-protect page by page (see `unmap_before_writeback`); the bytes stay as written,
-    /// in memory and on disk.
+    /// Every way of writing pages back (`flush`, `start_writeback`, `unmap_settled` before a
+    /// `sync`, and the `fsync` in `grow`) first takes the whole pages out of the page tables,
+    /// so the kernel has no mapping to write-protect page by page (see `unmap_whole_pages`); a
+    /// page only partly in the range stays mapped (a writer may be appending to it), and the
+    /// bytes stay as written, in memory and in the file. On tmpfs, which never writes pages
+    /// back, nothing is unmapped.
     #[cfg(target_os = "linux")]
     #[test]
-    fn writing_back_leaves_the_pages_unmapped() {
+    fn writing_back_unmaps_the_whole_pages_only() {
         const PAGES: usize = 16;
+        let page = page_size().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let backend = FileBackend::new(&dir.path().join("unmap"), 1 << 20);
-        let mut storage = backend.open(Slot::A, 64 * 1024).unwrap();
-        storage.grow(64 * 1024).unwrap();
+        let backend = FileBackend::new(&dir.path().join("unmap"), 64 * page);
+        let mut storage = backend.open(Slot::A, 32 * page).unwrap();
+        storage.grow(32 * page).unwrap();
         let mut addr = 0;
         storage
-            .view(0, 4096, &mut |bytes| addr = bytes.as_ptr() as usize)
+            .view(0, page, &mut |bytes| addr = bytes.as_ptr() as usize)
             .unwrap();
-        let ways = ["flush", "sync", "start_writeback", "grow"];
+        let unmaps = written_back(&File::open(backend.path(Slot::A)).unwrap());
+        // The range ends halfway into its last page.
+        let len = PAGES * page - page / 2;
+        let ways = ["flush", "start_writeback", "unmap_settled", "grow"];
         for (round, name) in ways.into_iter().enumerate() {
-            let data = vec![round as u8 + 1; PAGES * 4096];
+            let data = vec![round as u8 + 1; len];
             storage.write(0, &data).unwrap();
             // The control: stored to, every page is mapped, so the check below can fail.
-            assert_eq!(present(addr, PAGES), vec![true; PAGES], "after the stores");
+            let Some(stored) = present(addr, PAGES) else {
+                println!("SKIPPED: no /proc/self/pagemap on this kernel");
+                return;
+            };
+            assert_eq!(stored, vec![true; PAGES], "after the stores");
             match name {
-                "flush" => storage.flush(0, PAGES * 4096).unwrap(),
-                "sync" => storage.sync().unwrap(),
-                "start_writeback" => storage.start_writeback(0, PAGES * 4096),
-                _ => storage.grow(128 * 1024).unwrap(),
+                "flush" => storage.flush(0, len).unwrap(),
+                "start_writeback" => storage.start_writeback(0, len),
+                "unmap_settled" => storage.unmap_settled(0, len),
+                _ => storage.grow(64 * page).unwrap(),
             }
-            assert_eq!(present(addr, PAGES), vec![false; PAGES], "after {name}");
+            let mut expected = vec![!unmaps; PAGES];
+            if name != "grow" {
+                expected[PAGES - 1] = true;
+            }
+            assert_eq!(present(addr, PAGES).unwrap(), expected, "after {name}");
             let mut back = vec![0_u8; data.len()];
             storage.read(0, &mut back).unwrap();
             assert!(back == data, "{name} changed the bytes");
         }
-        storage.sync().unwrap();
         drop(storage);
-        let on_disk = std::fs::read(backend.path(Slot::A)).unwrap();
-        assert!(
-            on_disk[..PAGES * 4096]
-                .iter()
-                .all(|&b| b == ways.len() as u8)
+        let in_file = std::fs::read(backend.path(Slot::A)).unwrap();
+        assert!(in_file[..len].iter().all(|&b| b == ways.len() as u8));
+    }
+
+    /// The journal keeps that promise: `Journal::flush` unmaps the whole pages below its end
+    /// and leaves the page being appended to mapped; `begin`, which owns the file alone,
+    /// unmaps all of it (the previous generation's writers left its pages mapped).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_journal_unmaps_only_settled_pages() {
+        use crate::journal::Journal;
+        use crate::journal::format::HEADER_SIZE;
+        let page = page_size().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let backend = FileBackend::new(&dir.path().join("journal"), 64 * page);
+        let mut storage = backend.open(Slot::A, 32 * page).unwrap();
+        storage.grow(32 * page).unwrap();
+        if !written_back(&File::open(backend.path(Slot::A)).unwrap()) {
+            println!("SKIPPED: the temporary directory is on tmpfs, where nothing is unmapped");
+            return;
+        }
+        let mut addr = 0;
+        storage
+            .view(0, page, &mut |bytes| addr = bytes.as_ptr() as usize)
+            .unwrap();
+        let mut journal = Journal::new(storage, 1, HEADER_SIZE);
+        journal.begin(2).unwrap();
+        let first = HEADER_SIZE.div_ceil(page);
+        let fill = |journal: &Journal, to: usize| {
+            while journal.end() < to {
+                assert!(journal.append(&[7_u8; 100]).unwrap());
+            }
+        };
+        fill(&journal, 8 * page + page / 2);
+        let Some(stored) = present(addr, 9) else {
+            println!("SKIPPED: no /proc/self/pagemap on this kernel");
+            return;
+        };
+        assert_eq!(stored[first..], vec![true; 9 - first], "after the appends");
+        journal.flush().unwrap();
+        let mut expected = vec![false; 9 - first];
+        expected[8 - first] = true;
+        assert_eq!(present(addr, 9).unwrap()[first..], expected, "after flush");
+        fill(&journal, 12 * page);
+        assert!(present(addr, 12).unwrap()[9..].iter().all(|&p| p));
+        journal.begin(3).unwrap();
+        assert_eq!(
+            present(addr, 12).unwrap()[first..],
+            vec![false; 12 - first],
+            "after begin"
         );
     }
 

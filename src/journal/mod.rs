@@ -209,6 +209,10 @@ impl Journal {
                 ),
             ));
         }
+        // The previous generation's writers left this file's pages mapped writable and dirty;
+        // unmapped now (the journal is this caller's alone), the flushes of the new generation
+        // do not write-protect them one by one.
+        self.storage.unmap_settled(0, self.capacity());
         self.write_header(generation, STATE_PENDING)?;
         self.storage.flush(0, HEADER_SIZE)?;
         if !MSYNC_FLUSHES_DRIVE_CACHE {
@@ -268,8 +272,14 @@ impl Journal {
         // it still set flushes the header too instead of returning early (found by the
         // power-loss tests: `sync_racing_the_end_of_a_compaction_waits_for_the_new_header`).
         let header = self.header_dirty.load(Ordering::Acquire);
-        if end > synced && (header || !SYNC_WRITES_BACK_MAPPED_PAGES) {
-            self.storage.flush(synced, end - synced)?;
+        if end > synced {
+            if header || !SYNC_WRITES_BACK_MAPPED_PAGES {
+                self.storage.flush(synced, end - synced)?;
+            } else {
+                // Written back by the `fdatasync` below: unmapped first, as `flush` does.
+                // Whole pages below `end` are settled: appenders only store above it.
+                self.storage.unmap_settled(synced, end - synced);
+            }
         }
         if header {
             self.storage.flush(0, HEADER_SIZE)?;

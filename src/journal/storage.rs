@@ -46,10 +46,19 @@ pub(crate) trait Storage: Send + Sync {
     fn read(&self, offset: usize, out: &mut [u8]) -> io::Result<()>;
     /// Copies `data` to `offset`. Visible to a reopen after a process crash once it returns.
     fn write(&self, offset: usize, data: &[u8]) -> io::Result<()>;
-    /// Makes `len` bytes at `offset` durable against power loss (msync).
+    /// Makes `len` bytes at `offset` durable against power loss (msync). Takes the whole pages
+    /// among them out of the page tables first, as [`Storage::unmap_settled`], so the caller
+    /// makes the same promise.
     fn flush(&self, offset: usize, len: usize) -> io::Result<()>;
     /// Flushes file data and the drive cache (fdatasync; F_FULLFSYNC on Apple).
     fn sync(&self) -> io::Result<()>;
+    /// Best effort, before the `len` bytes at `offset` are written back: drops this process's
+    /// page-table entries for the whole pages among them, so that the write-back need not
+    /// write-protect them one by one (a TLB shootdown each; `docs/design.md`, "Write-back
+    /// without a TLB shootdown per page"). Never changes the bytes. The caller promises that
+    /// no thread stores into those whole pages until this returns: they are below the
+    /// journal's published end, or the journal is the caller's alone.
+    fn unmap_settled(&self, _offset: usize, _len: usize) {}
     /// Grows the file to `new_len` bytes, allocating the space (never sparse), durably.
     fn grow(&mut self, new_len: usize) -> io::Result<()>;
     /// Allocates any holes in the file as it is (a journal restored or copied as a sparse
@@ -83,7 +92,8 @@ pub(crate) trait Storage: Send + Sync {
     /// one left unfilled for a while is written back by the kernel as well.
     fn prefault_for_write(&self, _offset: usize, _len: usize) {}
     /// Best effort: start writing the `len` bytes at `offset` back to disk without waiting, so
-    /// that a later `flush` has less to wait for. Promises nothing about durability.
+    /// that a later `flush` has less to wait for. Promises nothing about durability. Unmaps
+    /// the whole pages first, as `flush` does, with the same promise from the caller.
     fn start_writeback(&self, _offset: usize, _len: usize) {}
     /// Calls `f` with the `len` bytes at `offset`, which (by the contract above) nobody writes
     /// while `f` runs. By default a copy; a memory map lends its own bytes.
