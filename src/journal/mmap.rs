@@ -656,7 +656,7 @@ mod tests {
             }
             minor_faults() - before
         };
-        // Clean pages, mapped for reading: as the flush before a swap leaves them.
+        // Clean pages, mapped for reading: as `prefault_tail` leaves the rest of a new journal.
         storage.write(0, &vec![1_u8; 1 << 20]).unwrap();
         storage.flush(0, 1 << 20).unwrap();
         storage.prefault(0, 1 << 20);
