@@ -692,6 +692,7 @@ mod tests {
                 disk.held() > 0
             });
             assert!(!store.contains_key("k"), "the first removal is published");
+            let queued = store.shared.syncers_at_the_lock.load(Ordering::SeqCst);
             let second = scope.spawn(|| {
                 if batch {
                     let mut removals = crate::Batch::new();
@@ -701,7 +702,14 @@ mod tests {
                     store.remove("k")
                 }
             });
-            std::thread::sleep(Duration::from_millis(50));
+            // The second removal must queue behind the held flush: it reaches the flushers'
+            // lock (which the first removal holds) and cannot return before it is released.
+            // A removal that skipped the wait would return without ever reaching it.
+            crate::test_support::wait_until("the second removal to wait for the flush", || {
+                second.is_finished()
+                    || store.shared.syncers_at_the_lock.load(Ordering::SeqCst) > queued
+            });
+            std::thread::sleep(Duration::from_millis(10));
             let returned_early = second.is_finished();
             drop(release);
             assert!(
