@@ -122,6 +122,19 @@ fn still_named(file: &File, path: &Path) -> Result<bool> {
     }
 }
 
+/// A test's hook into `open_locked` (see `AFTER_LOCK`).
+#[cfg(test)]
+type LockHook = Box<dyn FnMut(&Path)>;
+
+#[cfg(test)]
+thread_local! {
+    /// Called with the path after each lock `open_locked` takes, before it checks that the
+    /// path still names the locked file: tests remove or replace the file there, as a racing
+    /// open's cleanup could.
+    static AFTER_LOCK: std::cell::RefCell<Option<LockHook>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Opens the journal file at `path`, creating it if it does not exist, and locks it; returns
 /// whether this call created it. The lock is taken on the file the path names once locked:
 /// another open may remove a file it created between this call's open and its lock
@@ -167,6 +180,12 @@ fn open_locked(path: &Path) -> Result<(File, bool)> {
             }
             Err(TryLockError::Error(e)) => return Err(io_err("lock", path)(e)),
         }
+        #[cfg(test)]
+        AFTER_LOCK.with_borrow_mut(|hook| {
+            if let Some(hook) = hook {
+                hook(path);
+            }
+        });
         if still_named(&file, path)? {
             return Ok((file, created));
         }
@@ -572,6 +591,81 @@ mod tests {
             "the file another open made is opened, not made again"
         );
         assert!(still_named(&again, &path).unwrap());
+    }
+
+    /// Runs `open_locked` on `path` with `hook` called after each of its locks; returns the
+    /// outcome and how many locks it took.
+    fn open_locked_with(
+        path: &Path,
+        mut hook: impl FnMut(usize, &Path) + 'static,
+    ) -> (Result<(File, bool)>, usize) {
+        let locks = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counted = std::rc::Rc::clone(&locks);
+        AFTER_LOCK.set(Some(Box::new(move |path| {
+            counted.set(counted.get() + 1);
+            hook(counted.get(), path);
+        })));
+        let outcome = open_locked(path);
+        AFTER_LOCK.set(None);
+        (outcome, locks.get())
+    }
+
+    /// A file removed between `open_locked`'s open and its lock (as a failed open elsewhere
+    /// removes the file it created) is not the store's: the path is opened again, and the
+    /// file it then names is locked, whether this call makes it or another process did.
+    #[test]
+    fn open_locked_opens_again_a_file_removed_or_replaced_before_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("removed");
+        let (outcome, locks) = open_locked_with(&path, |lock, path| {
+            if lock == 1 {
+                std::fs::remove_file(path).unwrap();
+            }
+        });
+        let (file, created) = outcome.unwrap();
+        assert_eq!(locks, 2);
+        assert!(created, "the second attempt made the file");
+        assert!(still_named(&file, &path).unwrap());
+
+        let path = dir.path().join("replaced");
+        let (outcome, locks) = open_locked_with(&path, |lock, path| {
+            if lock == 1 {
+                std::fs::remove_file(path).unwrap();
+                std::fs::write(path, b"made by another process").unwrap();
+            }
+        });
+        let (file, created) = outcome.unwrap();
+        assert_eq!(locks, 2);
+        assert!(
+            !created,
+            "the file another process made is opened, not made again"
+        );
+        assert!(still_named(&file, &path).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"made by another process");
+    }
+
+    /// A path whose file is removed at every attempt gives up after eight, with an error
+    /// that says so, and leaves no file behind.
+    #[test]
+    fn open_locked_gives_up_on_a_file_removed_at_every_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone");
+        let (outcome, locks) = open_locked_with(&path, |_, path| {
+            std::fs::remove_file(path).unwrap();
+        });
+        assert_eq!(locks, 8);
+        match outcome {
+            Err(Error::Io {
+                op: "open", source, ..
+            }) => {
+                assert!(
+                    source.to_string().contains("removed or replaced"),
+                    "{source}"
+                );
+            }
+            other => panic!("{:?}", other.map(|(_, created)| created)),
+        }
+        assert!(!path.exists());
     }
 
     /// What `maybe_written` leaves out is never a byte that was stored, even one stored
