@@ -686,9 +686,10 @@ fn write_packed<I: Iterator>(
     }
 }
 
-/// Every few thousand records: stop if the store is closing, and start writing back the whole
-/// pages written since the last time (`written_back`), so that the flush before the swap, which
-/// writers may end up waiting for, finds little left to write.
+/// Every few thousand records: stop if the store is closing, and once a
+/// [`WRITEBACK_CHUNK`] of whole pages was written since the last time (`written_back`), start
+/// writing them back, so that the flush before the swap, which writers may end up waiting for,
+/// finds little left to write.
 fn between_batches(
     shared: &Shared,
     journal: &Journal,
@@ -704,7 +705,7 @@ fn between_batches(
         }));
     }
     let whole_pages = journal.end() / WRITEBACK_PAGE * WRITEBACK_PAGE;
-    if whole_pages > *written_back {
+    if whole_pages >= *written_back + WRITEBACK_CHUNK {
         journal
             .storage()
             .start_writeback(*written_back, whole_pages - *written_back);
@@ -716,6 +717,11 @@ fn between_batches(
 /// Granularity of the early writeback (a page: a partly written page would only be written
 /// twice).
 const WRITEBACK_PAGE: usize = 4096;
+
+/// The least the early writeback starts at a time. Each start unmaps its pages first (one TLB
+/// shootdown, an interrupt to the writers' CPU), so it waits for this much; the flush before
+/// the swap then finds at most this much, plus the last records, still to write.
+const WRITEBACK_CHUNK: usize = 1 << 20;
 
 /// Appends one live key's record, leaving the removal-only reserve free as writers must.
 fn append_live(journal: &Journal, body: &[u8]) -> std::result::Result<(), Stop> {
