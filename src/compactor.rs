@@ -390,7 +390,7 @@ fn compact_into(
     w.end_at_swap = snapshot_end;
     // The first write to the new journal asks for its first stretch to be mapped writable;
     // this thread serves that after this compaction, hence after its last flush (which leaves
-    // every page clean and unmapped again).
+    // every page clean, so write-protected, again).
     w.prefault = PrefaultAhead::after_swap(generation, bytes_after);
     w.room_needed = 0;
     let hwm = ((capacity as f64) * f64::from(shared.config.high_water_mark)) as usize;

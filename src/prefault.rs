@@ -1,9 +1,9 @@
 //! Mapping the active journal's pages writable ahead of the writers (on the compactor thread).
 //!
-//! A journal page that was flushed is not mapped at all (a flush drops its page-table
-//! entries first, `Storage::unmap_settled`), one only ever read is mapped write-protected,
-//! and on a filesystem that tracks dirty pages (ext4) the writer's first store to either is a
-//! fault into the filesystem: one per 60-odd short records, 30-50 ns per write of the writer's
+//! A journal page that was flushed, or only ever read, is mapped write-protected (or not at
+//! all, if a flush or a `begin` unmapped it: `Storage::unmap_settled`), and on a filesystem
+//! that tracks dirty pages (ext4) the writer's first store to it is a fault into the
+//! filesystem: one per 60-odd short records, 30-50 ns per write of the writer's
 //! system time. The compactor takes those faults instead, a stretch ahead of the writers,
 //! whenever they ask for the next one: at the first write to a new journal (served after the
 //! compaction that made it, so after its last flush) and then halfway through each stretch.

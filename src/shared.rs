@@ -572,8 +572,8 @@ impl Shared {
             w.compacting = true;
         }
         let journal = (self.config.durability == Durability::Sync).then(|| Arc::clone(&w.active));
-        // Not in `Sync` mode, whose flush at every write leaves the pages unmapped again;
-        // not under loom, whose storage has no pages.
+        // Not in `Sync` mode, whose flush at every write leaves the pages write-protected
+        // again; not under loom, whose storage has no pages.
         let prefault = if journal.is_none() && !cfg!(loom) {
             let generation = w.active.generation();
             w.prefault.due(generation, end)
