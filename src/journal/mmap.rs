@@ -311,19 +311,28 @@ fn page_size() -> Option<usize> {
     })
 }
 
-/// Whether `file` lives on a filesystem that writes its pages back to a disk: anything but
-/// tmpfs and ramfs (and if the filesystem cannot be asked, assume it does).
+/// Filesystems that keep files in memory only (tmpfs, ramfs): they never write pages back, so
+/// never write-protect them. The magic numbers are 32-bit, whatever the width of `f_type`.
 #[cfg(target_os = "linux")]
-fn fs_writes_back(file: &File) -> bool {
-    // The magic numbers are 32-bit, whatever the width of `f_type`.
-    const MEMORY_ONLY: [u32; 2] = [0x0102_1994, 0x8584_58f6];
+const MEMORY_ONLY_FS: [u32; 2] = [0x0102_1994, 0x8584_58f6];
+
+/// The magic number of the filesystem `file` lives on, if the kernel says.
+#[cfg(target_os = "linux")]
+fn fs_magic(file: &File) -> Option<u32> {
     // SAFETY: `fstatfs` only writes the struct it is given, which lives on this stack, and the
     // descriptor is open for the duration of the call.
     let fs = unsafe {
         let mut fs: libc::statfs = std::mem::zeroed();
         (libc::fstatfs(file.as_raw_fd(), &mut fs) == 0).then_some(fs)
     };
-    fs.is_none_or(|fs| !MEMORY_ONLY.contains(&(fs.f_type as u32)))
+    fs.map(|fs| fs.f_type as u32)
+}
+
+/// Whether `file` lives on a filesystem that writes its pages back to a disk: anything but
+/// tmpfs and ramfs (and if the filesystem cannot be asked, assume it does).
+#[cfg(target_os = "linux")]
+fn fs_writes_back(file: &File) -> bool {
+    fs_magic(file).is_none_or(|magic| !MEMORY_ONLY_FS.contains(&magic))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -347,54 +356,6 @@ impl MmapStorage {
             let _ = self.map.advise_range(advice, offset, len);
         }
     }
-
-    /// Takes the whole pages among the `len` bytes at `offset` out of this process's page
-    /// tables before the kernel writes them back (a hint: errors are ignored). The bytes stay
-    /// in the page cache, dirty pages still dirty, and the next access maps them again. A page
-    /// only partly inside the range stays mapped: it may be the one a writer is appending to.
-    ///
-    /// Why: to write back a page mapped writable, the kernel first write-protects it, and on
-    /// x86 that is one TLB shootdown per page, an interrupt to every other CPU running this
-    /// process (the writer's among them; in a VM, an exit on both sides), which the flushing
-    /// thread waits for. Unmapping the range first costs one shootdown for all of it (one per
-    /// 2 MiB of page table when the pages are dirty), and the write-back then finds no mapping
-    /// to protect. The next store to such a page faults either way (on ext4): before, on the
-    /// write-protection; now, on the missing entry.
-    ///
-    /// The caller promises that no thread stores into those whole pages until this returns
-    /// (`Storage::unmap_settled`): before Linux 6.2, a store through a stale TLB entry while
-    /// the entry was being removed could leave its page marked clean, and the store unwritten.
-    #[cfg(target_os = "linux")]
-    fn unmap_whole_pages(&self, offset: usize, len: usize) {
-        let (Some(page), Some(end)) = (page_size(), offset.checked_add(len)) else {
-            return;
-        };
-        if !self.fs_writes_back || offset >= self.len {
-            return;
-        }
-        let start = offset.next_multiple_of(page);
-        let end = end.min(self.len) / page * page;
-        if start < end {
-            // SAFETY: the mapping is `MAP_SHARED` (`MmapRaw`) over the journal file, and on
-            // such a mapping `MADV_DONTNEED` only removes page-table entries: every byte stays
-            // in the page cache (a dirty entry's state moves to its page), and any later
-            // access, by any thread, maps the same bytes back. No byte of the mapping changes,
-            // so no pointer or slice into it observes anything different. The range is whole
-            // pages inside the file (the map starts on a page boundary, `start` and `end` are
-            // multiples of the page size, and `end` is at most the file's length), and by the
-            // caller's promise no thread stores into them meanwhile.
-            let _ = unsafe {
-                self.map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start,
-                    end - start,
-                )
-            };
-        }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn unmap_whole_pages(&self, _offset: usize, _len: usize) {}
 
     fn check(&self, offset: usize, len: usize) -> io::Result<()> {
         match offset.checked_add(len) {
@@ -451,7 +412,7 @@ impl Storage for MmapStorage {
 
     fn flush(&self, offset: usize, len: usize) -> io::Result<()> {
         self.check(offset, len)?;
-        self.unmap_whole_pages(offset, len);
+        self.unmap_settled(offset, len);
         self.map.flush_range(offset, len)
     }
 
@@ -459,8 +420,51 @@ impl Storage for MmapStorage {
         self.file.sync_data()
     }
 
+    /// Takes the whole pages among the `len` bytes at `offset` out of this process's page
+    /// tables before the kernel writes them back (a hint: errors are ignored). The bytes stay
+    /// in the page cache, dirty pages still dirty, and the next access maps them again. A page
+    /// only partly inside the range stays mapped: it may be the one a writer is appending to.
+    ///
+    /// Why: to write back a page mapped writable, the kernel first write-protects it, and on
+    /// x86 that is one TLB shootdown per page, an interrupt to every other CPU running this
+    /// process (the writer's among them; in a VM, an exit on both sides), which the flushing
+    /// thread waits for. Unmapping the range first costs one shootdown for all of it (one per
+    /// 2 MiB of page table when the pages are dirty), and the write-back then finds no mapping
+    /// to protect. The next store to such a page faults either way (on ext4): before, on the
+    /// write-protection; now, on the missing entry.
+    ///
+    /// The caller promises that no thread stores into those whole pages until this returns
+    /// (see the trait): before Linux 6.2, a store through a stale TLB entry while
+    /// the entry was being removed could leave its page marked clean, and the store unwritten.
     fn unmap_settled(&self, offset: usize, len: usize) {
-        self.unmap_whole_pages(offset, len);
+        #[cfg(not(target_os = "linux"))]
+        let _ = (offset, len);
+        #[cfg(target_os = "linux")]
+        if let (Some(page), Some(end)) = (page_size(), offset.checked_add(len))
+            && self.fs_writes_back
+            && offset < self.len
+        {
+            let start = offset.next_multiple_of(page);
+            let end = end.min(self.len) / page * page;
+            if start < end {
+                // SAFETY: the mapping is `MAP_SHARED` (`MmapRaw`) over the journal file, and
+                // on such a mapping `MADV_DONTNEED` only removes page-table entries: every byte
+                // stays in the page cache (a dirty entry's state moves to its page), and any
+                // later access, by any thread, maps the same bytes back. No byte of the
+                // mapping changes, so no pointer or slice into it observes anything different.
+                // The range is whole pages inside the file (the map starts on a page boundary,
+                // `start` and `end` are multiples of the page size, and `end` is at most the
+                // file's length), and by the caller's promise no thread stores into them
+                // meanwhile.
+                let _ = unsafe {
+                    self.map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
     }
 
     fn with_view(&mut self, f: &mut dyn FnMut(&[u8])) {
@@ -507,7 +511,7 @@ impl Storage for MmapStorage {
         // `msync(MS_ASYNC)` does nothing on Linux; `sync_file_range` queues the write-back of
         // the range's dirty pages (dirtied through the map, they are dirty in the page cache)
         // and returns. A hint only: errors are left to the flush that follows.
-        self.unmap_whole_pages(offset, len);
+        self.unmap_settled(offset, len);
         #[cfg(target_os = "linux")]
         if self.check(offset, len).is_ok()
             && len > 0
@@ -558,7 +562,7 @@ impl Storage for MmapStorage {
         allocate(&self.file, new_len)?;
         // `fsync` writes back every dirty page of the file too; `&mut self`: nothing stores
         // into the file meanwhile.
-        self.unmap_whole_pages(0, self.len);
+        self.unmap_settled(0, self.len);
         self.file.sync_all()?;
         if new_len > self.map.len() {
             // Beyond the reserved address space: remap (`&mut self`: nobody holds a pointer
@@ -768,18 +772,10 @@ mod tests {
         );
         // On a filesystem that write-protects clean pages the control half must fault, or
         // this test could not tell prefaulting from none. tmpfs and ramfs do not.
-        // SAFETY: `statfs` only writes the struct it is given, which lives on this stack, and
-        // the path is a NUL-terminated string that outlives the call.
-        let fs_type = unsafe {
-            let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
-            let mut fs: libc::statfs = std::mem::zeroed();
-            assert_eq!(libc::statfs(path.as_ptr(), &mut fs), 0);
-            fs.f_type
-        };
-        // tmpfs, ramfs, and overlayfs (whose upper layer may be a tmpfs); the magic numbers
-        // are 32-bit, whatever the width of `f_type`.
-        const NO_WRITE_PROTECT: [u32; 3] = [0x0102_1994, 0x8584_58f6, 0x794c_7630];
-        if !NO_WRITE_PROTECT.contains(&(fs_type as u32)) {
+        // tmpfs and ramfs, and overlayfs, whose upper layer may be a tmpfs.
+        const OVERLAYFS: u32 = 0x794c_7630;
+        let fs_type = fs_magic(&File::open(backend.path(Slot::A)).unwrap()).unwrap();
+        if !MEMORY_ONLY_FS.contains(&fs_type) && fs_type != OVERLAYFS {
             assert!(
                 control >= (PAGES / 2) as libc::c_long,
                 "{control} faults in the control half on a filesystem of type {fs_type:#x}"
@@ -814,7 +810,7 @@ mod tests {
 
     /// Every way of writing pages back (`flush`, `start_writeback`, `unmap_settled` before a
     /// `sync`, and the `fsync` in `grow`) first takes the whole pages out of the page tables,
-    /// so the kernel has no mapping to write-protect page by page (see `unmap_whole_pages`); a
+    /// so the kernel has no mapping to write-protect page by page (see `MmapStorage::unmap_settled`); a
     /// page only partly in the range, at either end, stays mapped (a writer may be storing
     /// into it), and the
     /// bytes stay as written, in memory and in the file. On tmpfs, which never writes pages
